@@ -1,0 +1,789 @@
+"""Ingest exports into the project database: parse, quarantine, check, load.
+
+Every record of a file ends up in exactly one bucket, so that
+`records = loaded + duplicates + quarantined + skipped_records` holds per file:
+
+- **quarantined**: it cannot be placed (not a JSON object, no `item_id`, ...), kept with
+  its line number, reason and raw text;
+- **duplicate**: identical content to an annotation already stored or seen earlier in the
+  same export (counted, not loaded);
+- **skipped**: a record the tool marks as not an annotation (cancelled, crowd region);
+- **loaded**: everything else, including records that break the contract (those are
+  loaded with their errors: a schema error is a measurement, not a reason to drop data).
+
+One export loads in one transaction, so a failure or Ctrl-C leaves the database as it
+was. Parsing streams: rows go to staging tables in Arrow batches of `BATCH_ROWS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo
+
+import duckdb
+import jsonschema_rs
+import orjson
+import pyarrow as pa
+
+from metrics import store
+from metrics.config import ProjectConfig
+from metrics.policy import check_fields
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 256
+BATCH_ROWS = 20_000
+RAW_KEEP_CHARS = 4000           # quarantine keeps this much of a bad line
+EXAMPLES_KEPT = 20
+ROLES = ("annotator", "reviewer", "gold", "model")
+_BOM = b"\xef\xbb\xbf"
+
+
+class FileUnusable(Exception):
+    """A file that cannot be used at all (missing, a directory, not its format)."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# -- what a reader yields -------------------------------------------------------------
+
+@dataclass(slots=True)
+class Record:
+    """One annotation in native shape; `original` is the tool's object (non-native)."""
+    line: int
+    obj: dict
+    original: Any = None
+
+
+@dataclass(slots=True)
+class Bad:
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass(slots=True)
+class Skip:
+    """Something not loaded on purpose. `record` True: a whole record (counts toward
+    `skipped_records`); False: a part of a record (a polygon, a crowd region)."""
+    line: int
+    kind: str
+    record: bool = False
+    count: int = 1
+
+
+Event = Record | Bad | Skip
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw[: RAW_KEEP_CHARS * 4].decode("utf-8", "replace")[:RAW_KEEP_CHARS]
+
+
+def _depth_exceeds(raw: bytes, limit: int) -> bool:
+    # Only called when the line holds more than `limit` brackets, so rare.
+    depth = 0
+    in_str = esc = False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def parse_line(raw: bytes, line: int) -> Record | Bad:
+    """Parse one non-blank native line into a Record or say why it is quarantined."""
+    if len(raw) > MAX_LINE_BYTES:
+        return Bad(line, f"line is {len(raw):,} bytes, over the 16 MiB limit", _raw_text(raw))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Bad(line, f"invalid UTF-8 at byte {exc.start}", _raw_text(raw))
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(raw, MAX_DEPTH):
+        return Bad(line, f"JSON nested deeper than {MAX_DEPTH} levels", _raw_text(raw))
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = f"not valid JSON: {exc}"
+        try:
+            # Python's json accepts NaN/Infinity; orjson (RFC 8259) does not.
+            json.loads(raw)
+            reason = "NaN or Infinity is not valid JSON (RFC 8259)"
+        except (ValueError, RecursionError):
+            pass
+        return Bad(line, reason, _raw_text(raw))
+    if not isinstance(obj, dict):
+        return Bad(line, f"line is {_json_kind(obj)}, not a JSON object", _raw_text(raw))
+    return Record(line, obj)
+
+
+def read_native(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Event]:
+    """Stream a native JSON Lines export. Blank lines are not records."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if on_bytes is not None:
+                on_bytes(len(raw))
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            yield parse_line(raw, lineno)
+
+
+# -- summaries ------------------------------------------------------------------------
+
+@dataclass
+class FileSummary:
+    path: str
+    format: str = "native"
+    records: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    skipped_records: int = 0
+    new_versions: int = 0
+    boxes: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    by_role: Counter = field(default_factory=Counter)
+    schema_error_annotations: int = 0
+    policy_error_annotations: int = 0
+    already_ingested: bool = False
+    errors_by: Counter = field(default_factory=Counter)          # (pointer, keyword) -> n
+    error_examples: list = field(default_factory=list)          # (line, pointer, kw, message)
+    quarantine_examples: list = field(default_factory=list)     # (line, reason)
+
+    @property
+    def balanced(self) -> bool:
+        return self.records == (
+            self.loaded + self.duplicates + self.quarantined + self.skipped_records
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path, "format": self.format, "records": self.records,
+            "loaded": self.loaded, "quarantined": self.quarantined,
+            "duplicates": self.duplicates, "skipped_records": self.skipped_records,
+            "new_versions": self.new_versions, "boxes": self.boxes,
+            "skipped": dict(sorted(self.skipped.items())),
+            "by_role": dict(sorted(self.by_role.items())),
+            "schema_error_annotations": self.schema_error_annotations,
+            "policy_error_annotations": self.policy_error_annotations,
+            "already_ingested": self.already_ingested,
+        }
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileSummary] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.files)
+
+    def counter(self, name: str) -> Counter:
+        out: Counter = Counter()
+        for f in self.files:
+            out.update(getattr(f, name))
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "records": self.total("records"),
+            "loaded": self.total("loaded"),
+            "quarantined": self.total("quarantined"),
+            "duplicates": self.total("duplicates"),
+            "skipped_records": self.total("skipped_records"),
+            "new_versions": self.total("new_versions"),
+            "boxes": self.total("boxes"),
+            "skipped": dict(sorted(self.counter("skipped").items())),
+            "by_role": dict(sorted(self.counter("by_role").items())),
+            "schema_error_annotations": self.total("schema_error_annotations"),
+            "policy_error_annotations": self.total("policy_error_annotations"),
+            "files": [f.to_json() for f in self.files],
+        }
+
+
+# -- checking one record ----------------------------------------------------------------
+
+def _pointer(path: Iterable[Any], *, star: bool) -> str:
+    parts = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append("*" if star else str(p))
+        else:
+            parts.append(str(p).replace("~", "~0").replace("/", "~1"))
+    return "/" + "/".join(parts) if parts else ""
+
+
+def derive_annotation_id(item_id: str, annotator_id: str, submitted_at: str) -> str:
+    digest = hashlib.sha1(
+        "\x1f".join((item_id, annotator_id, submitted_at)).encode("utf-8")
+    ).hexdigest()
+    return "d-" + digest[:16]
+
+
+def iso_week(ts: dt.datetime, tz: ZoneInfo) -> str:
+    year, week, _ = ts.astimezone(tz).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def parse_timestamp(value: str, tz: ZoneInfo) -> dt.datetime:
+    ts = dt.datetime.fromisoformat(value)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=tz)
+    return ts.astimezone(dt.timezone.utc)
+
+
+class _Batch:
+    """Column buffers for one staging flush."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.ann = {c: [] for c, _ in store.ANNOTATION_COLUMNS}
+        self.box = {c: [] for c, _ in store.BOX_COLUMNS}
+        self.err = {c: [] for c, _ in store.ERROR_COLUMNS}
+        self.vio = {c: [] for c, _ in store.VIOLATION_COLUMNS}
+        self.bad = {c: [] for c, _ in store.QUARANTINE_COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.ann["ann_key"]) + len(self.bad["line"])
+
+
+_ARROW_TYPES = {
+    "BIGINT": pa.int64(), "INTEGER": pa.int32(), "VARCHAR": pa.string(),
+    "BOOLEAN": pa.bool_(), "DOUBLE": pa.float64(), "JSON": pa.string(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_schema(columns: tuple[tuple[str, str], ...]) -> pa.Schema:
+    return pa.schema([(c, _ARROW_TYPES[t.split()[0]]) for c, t in columns])
+
+
+_SCHEMAS = {name: _arrow_schema(cols) for name, cols in store.TABLES.items()}
+
+
+class Checker:
+    """Turns Records into rows: contract errors, policy violations, boxes, versions.
+
+    Holds the state a schema cannot: image size of each item, ids seen in this export.
+    """
+
+    def __init__(self, config: ProjectConfig, known_items: dict[str, tuple] | None = None):
+        self.config = config
+        self.tz = config.tz
+        self.validator = jsonschema_rs.Draft202012Validator(config.contract_schema())
+        self.items: dict[str, tuple[float, float]] = dict(known_items or {})
+        self.new_items: dict[str, tuple[float, float, int]] = {}
+        self.seen: dict[str, tuple[str, int]] = {}   # annotation_id -> (content hash, line)
+        self.labels = config.labels
+
+    # The returned list holds (pointer, instance, keyword, message).
+    def contract_errors(self, obj: dict) -> list[tuple[str, str, str, str]]:
+        if self.validator.is_valid(obj):
+            return []
+        out = []
+        for e in self.validator.iter_errors(obj):
+            path = list(e.instance_path)
+            keyword = next((p for p in reversed(e.schema_path) if isinstance(p, str)), "schema")
+            if keyword == "required":
+                prop = getattr(e.kind, "property", None)
+                if isinstance(prop, str):
+                    path.append(prop)
+            out.append((_pointer(path, star=True), _pointer(path, star=False), keyword,
+                         e.message))
+        return out
+
+    def check(self, rec: Record, ann_key: int, fs: FileSummary, batch: _Batch | None,
+              export_id: int) -> Bad | None:
+        obj = rec.obj
+        placed = []
+        for name in ("item_id", "annotator_id", "submitted_at"):
+            value = obj.get(name)
+            if value is None:
+                return Bad(rec.line, f"missing required field '{name}'", _dump(obj))
+            if not isinstance(value, str) or not value.strip():
+                return Bad(rec.line, f"'{name}' must be a non-empty string, got "
+                           f"{_json_kind(value)} {_short(value)}", _dump(obj))
+            placed.append(value)
+        item_id, annotator_id, submitted_raw = placed
+        try:
+            submitted = parse_timestamp(submitted_raw, self.tz)
+        except ValueError:
+            return Bad(rec.line, f"'submitted_at' is not an ISO 8601 date: "
+                       f"{_short(submitted_raw)}", _dump(obj))
+
+        errors = self.contract_errors(obj)
+
+        def extra(pointer: str, instance: str, keyword: str, message: str) -> None:
+            errors.append((pointer, instance, keyword, message))
+
+        content = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        chash = hashlib.blake2b(content, digest_size=16).hexdigest()
+        ann_id = obj.get("annotation_id")
+        if ann_id is None:
+            ann_id = derive_annotation_id(item_id, annotator_id, submitted_raw)
+        elif not isinstance(ann_id, str) or not ann_id:
+            extra("/annotation_id", "/annotation_id", "type",
+                  f"annotation_id must be a non-empty string, got {_short(ann_id)}")
+            ann_id = derive_annotation_id(item_id, annotator_id, submitted_raw)
+        prev = self.seen.get(ann_id)
+        if prev is not None:
+            if prev[0] == chash:
+                fs.duplicates += 1
+                return None
+            extra("/annotation_id", "/annotation_id", "uniqueId",
+                  f"annotation_id {ann_id!r} repeats line {prev[1]} with different content")
+        self.seen[ann_id] = (chash, rec.line)
+
+        role = obj.get("role", "annotator")
+        if role not in ROLES:
+            extra("/role", "/role", "enum", f"role must be one of {', '.join(ROLES)}, "
+                  f"got {_short(role)}")
+            role = str(role)
+        flags = {}
+        for name in ("prefilled", "reviewed"):
+            value = obj.get(name, False)
+            if not isinstance(value, bool):
+                extra(f"/{name}", f"/{name}", "type", f"{name} must be a boolean")
+                value = False
+            flags[name] = value
+
+        image = obj.get("image")
+        width = height = None
+        uri = None
+        if isinstance(image, dict):
+            uri = image.get("uri") if isinstance(image.get("uri"), str) else None
+            w, h = image.get("width"), image.get("height")
+            if _is_num(w) and _is_num(h) and w > 0 and h > 0:
+                width, height = float(w), float(h)
+        if width is not None:
+            known = self.items.get(item_id)
+            if known is None:
+                self.items[item_id] = (width, height)
+                self.new_items[item_id] = (width, height, ann_key)
+            elif known != (width, height):
+                extra("/image", "/image", "imageSize",
+                      f"image is {width:g}x{height:g} but item {item_id!r} was first "
+                      f"ingested at {known[0]:g}x{known[1]:g}")
+
+        box_labels = set()
+        boxes = obj.get("boxes")
+        n_boxes = 0
+        if isinstance(boxes, list):
+            for idx, box in enumerate(boxes):
+                if not isinstance(box, dict):
+                    continue
+                label = box.get("label") if isinstance(box.get("label"), str) else None
+                bbox = box.get("bbox")
+                x = y = w = h = None
+                matchable = False
+                if (isinstance(bbox, list) and len(bbox) == 4
+                        and all(_is_num(v) and math.isfinite(v) for v in bbox)):
+                    x, y, w, h = (float(v) for v in bbox)
+                    if w <= 0 or h <= 0:
+                        extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "positiveSize",
+                              f"box {idx} has non-positive size {w:g}x{h:g}")
+                    else:
+                        matchable = label is not None
+                        if width is not None and (
+                            x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1
+                        ):
+                            extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "withinImage",
+                                  f"box {idx} [{x:g}, {y:g}, {w:g}, {h:g}] extends outside "
+                                  f"the {width:g}x{height:g} image (1 px tolerance)")
+                if label is not None:
+                    box_labels.add(label)
+                n_boxes += 1
+                if batch is not None:
+                    attrs = box.get("attributes")
+                    b = batch.box
+                    b["ann_key"].append(ann_key)
+                    b["box_idx"].append(idx)
+                    b["label"].append(label)
+                    b["x"].append(x)
+                    b["y"].append(y)
+                    b["w"].append(w)
+                    b["h"].append(h)
+                    b["attributes"].append(orjson.dumps(attrs).decode()
+                                           if attrs is not None else None)
+                    b["matchable"].append(matchable)
+
+        fields = obj.get("fields")
+        violations = []
+        if isinstance(fields, dict) and self.config.policy:
+            violations = check_fields(self.config.policy, fields, box_labels,
+                                      labels=self.labels)
+        n_err = sum(1 for v in violations if v.severity == "error")
+
+        fs.loaded += 1
+        fs.boxes += n_boxes
+        fs.by_role[role] += 1
+        if errors:
+            fs.schema_error_annotations += 1
+            for pointer, _inst, keyword, message in errors:
+                fs.errors_by[(pointer, keyword)] += 1
+                if len(fs.error_examples) < EXAMPLES_KEPT:
+                    fs.error_examples.append((rec.line, pointer, keyword, message))
+        if n_err:
+            fs.policy_error_annotations += 1
+        if batch is None:
+            return None
+
+        a = batch.ann
+        a["ann_key"].append(ann_key)
+        a["annotation_id"].append(ann_id)
+        a["version"].append(1)
+        a["is_current"].append(True)
+        a["export_id"].append(export_id)
+        a["line"].append(rec.line)
+        a["item_id"].append(item_id)
+        a["annotator_id"].append(annotator_id)
+        a["role"].append(role)
+        a["submitted_at"].append(submitted)
+        a["week"].append(iso_week(submitted, self.tz))
+        gv = obj.get("guideline_version")
+        a["guideline_version"].append(gv if isinstance(gv, str) else None)
+        a["image_uri"].append(uri)
+        a["image_width"].append(width)
+        a["image_height"].append(height)
+        a["prefilled"].append(flags["prefilled"])
+        a["reviewed"].append(flags["reviewed"])
+        rb = obj.get("reviewed_by")
+        a["reviewed_by"].append(rb if isinstance(rb, str) else None)
+        a["fields"].append(orjson.dumps(fields).decode() if isinstance(fields, dict) else None)
+        draft = obj.get("draft")
+        a["draft"].append(orjson.dumps(draft).decode() if draft is not None else None)
+        a["raw"].append(orjson.dumps(rec.original).decode() if rec.original is not None
+                        else None)
+        a["content_hash"].append(chash)
+        a["n_boxes"].append(n_boxes)
+        a["schema_errors"].append(len(errors))
+        a["policy_errors"].append(n_err)
+        a["policy_warnings"].append(len(violations) - n_err)
+        e = batch.err
+        for pointer, instance, keyword, message in errors:
+            e["ann_key"].append(ann_key)
+            e["pointer"].append(pointer)
+            e["instance"].append(instance)
+            e["keyword"].append(keyword)
+            e["message"].append(message)
+        v = batch.vio
+        for viol in violations:
+            v["ann_key"].append(ann_key)
+            v["rule"].append(viol.rule)
+            v["field"].append(viol.field)
+            v["element"].append(getattr(viol, "element", None))
+            v["severity"].append(viol.severity)
+            v["excerpt"].append(viol.excerpt)
+            v["start_pos"].append(viol.start)
+            v["end_pos"].append(viol.end)
+            v["label"].append(getattr(viol, "label", None))
+        return None
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _dump(obj: Any) -> str:
+    return _raw_text(orjson.dumps(obj))
+
+
+# -- the pipeline -----------------------------------------------------------------------
+
+Reader = Callable[[Path, Callable[[int], None] | None], Iterator[Event]]
+
+
+def _progress(path: Path, enabled: bool | None):
+    from tqdm import tqdm
+
+    big = path.stat().st_size >= 8 * 1024 * 1024
+    # None: a bar for big files on a terminal only (tqdm's disable=None checks the tty).
+    disable = True if enabled is False or (enabled is None and not big) else (
+        None if enabled is None else False)
+    return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name,
+                leave=False, disable=disable, file=sys.stderr)
+
+
+def process_file(path: Path, checker: Checker, fs: FileSummary, *, reader: Reader,
+                 sink: Callable[[_Batch], None] | None, export_id: int, next_key: int,
+                 progress: bool | None = None) -> int:
+    """Run every event of one file through the checker; returns the next free ann_key."""
+    batch = _Batch() if sink is not None else None
+    bar = _progress(path, progress)
+    any_object = False
+    try:
+        for event in reader(path, bar.update):
+            if isinstance(event, Skip):
+                fs.skipped[event.kind] += event.count
+                if event.record:
+                    fs.records += event.count
+                    fs.skipped_records += event.count
+                continue
+            fs.records += 1
+            if isinstance(event, Record):
+                any_object = True
+                bad = checker.check(event, next_key, fs, batch, export_id)
+                if bad is None:
+                    next_key += 1
+                else:
+                    event = bad
+            if isinstance(event, Bad):
+                fs.quarantined += 1
+                if len(fs.quarantine_examples) < EXAMPLES_KEPT:
+                    fs.quarantine_examples.append((event.line, event.reason))
+                if batch is not None:
+                    q = batch.bad
+                    q["export_id"].append(export_id)
+                    q["line"].append(event.line)
+                    q["reason"].append(event.reason)
+                    q["raw"].append(event.raw)
+            if batch is not None and len(batch) >= BATCH_ROWS:
+                sink(batch)
+                batch.clear()
+        if batch is not None and len(batch):
+            sink(batch)
+    finally:
+        bar.close()
+    if fs.records == 0:
+        raise FileUnusable(path, "empty: no records in this file")
+    if not any_object and fs.format == "native":
+        raise FileUnusable(path, f"not a native export: none of its {fs.records} lines is "
+                           "a JSON object (first problem: "
+                           f"{fs.quarantine_examples[0][1] if fs.quarantine_examples else '?'})")
+    return next_key
+
+
+def _usable(path: Path) -> None:
+    if not path.exists():
+        raise FileUnusable(path, "no such file")
+    if path.is_dir():
+        raise FileUnusable(path, "is a directory, not an export file")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def readers() -> dict[str, Reader]:
+    return {"native": read_native}
+
+
+def resolve_reader(path: Path, fmt: str) -> tuple[str, Reader]:
+    available = readers()
+    if fmt == "auto":
+        fmt = "native"
+    if fmt not in available:
+        raise FileUnusable(path, f"format {fmt!r} is not supported (use: "
+                           f"{', '.join(sorted(available))})")
+    return fmt, available[fmt]
+
+
+def check_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
+                progress: bool | None = None) -> IngestSummary:
+    """Dry run: every check of ingest, nothing written. Raises FileUnusable."""
+    summary = IngestSummary()
+    for p in paths:
+        path = Path(p)
+        _usable(path)
+        name, reader = resolve_reader(path, fmt)
+        fs = FileSummary(str(path), format=name)
+        # Each file is checked on its own, as its own export would be.
+        process_file(path, Checker(config), fs, reader=reader, sink=None, export_id=0,
+                     next_key=0, progress=progress)
+        summary.files.append(fs)
+    return summary
+
+
+def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
+                 progress: bool | None = None,
+                 after_load: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                 ) -> IngestSummary:
+    """Load exports into the project database, one transaction per file.
+
+    Raises FileUnusable for a file that cannot be used; files before it stay loaded.
+    `after_load` runs inside each file's transaction (derived tables are rebuilt there,
+    so readers never see new rows without their derived numbers).
+    """
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        _usable(path)
+    summary = IngestSummary()
+    config.database.parent.mkdir(parents=True, exist_ok=True)
+    with store.open_db(config.database) as con:
+        for path in paths:
+            summary.files.append(
+                _ingest_one(con, config, path, fmt=fmt, progress=progress,
+                            after_load=after_load)
+            )
+    return summary
+
+
+def _ingest_one(con: duckdb.DuckDBPyConnection, config: ProjectConfig, path: Path, *,
+                fmt: str, progress: bool | None, after_load) -> FileSummary:
+    name, reader = resolve_reader(path, fmt)
+    sha = file_sha256(path)
+    fs = FileSummary(str(path), format=name)
+    row = con.execute(
+        "SELECT records FROM exports WHERE sha256 = $sha LIMIT 1", {"sha": sha}
+    ).fetchone()
+    if row is not None:
+        fs.already_ingested = True
+        fs.records = fs.duplicates = row[0]
+        return fs
+
+    for tname, cols in store.TABLES.items():
+        con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+        con.execute(store.table_ddl(f"stage_{tname}", cols, temp=True))
+    known = {r[0]: (r[1], r[2]) for r in con.execute(
+        "SELECT item_id, image_width, image_height FROM items"
+    ).fetchall()}
+    checker = Checker(config, known)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        export_id = con.execute(
+            "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchone()[0]
+        first_key = con.execute(
+            "SELECT coalesce(max(ann_key), 0) + 1 FROM annotations").fetchone()[0]
+
+        def sink(batch: _Batch) -> None:
+            for tname, cols in (("annotations", batch.ann), ("boxes", batch.box),
+                                ("contract_errors", batch.err), ("violations", batch.vio),
+                                ("quarantine", batch.bad)):
+                if not cols[next(iter(cols))]:
+                    continue
+                batch_tbl = pa.Table.from_pydict(cols, schema=_SCHEMAS[tname])  # noqa: F841
+                # DuckDB reads the local Arrow table by name (replacement scan).
+                con.execute(f"INSERT INTO stage_{tname} BY NAME SELECT * FROM batch_tbl")
+
+        process_file(path, checker, fs, reader=reader, sink=sink, export_id=export_id,
+                     next_key=first_key, progress=progress)
+        _finalize(con, checker, fs)
+        con.execute(
+            """INSERT INTO exports VALUES ($id, $path, $name, $sha, $fmt, $size, now(),
+               $records, $loaded, $dups, $quar, $skipped_records, $new_versions, $boxes,
+               $skipped, $by_role)""",
+            {"id": export_id, "path": str(path.resolve()), "name": path.name, "sha": sha,
+             "fmt": name, "size": path.stat().st_size, "records": fs.records,
+             "loaded": fs.loaded, "dups": fs.duplicates, "quar": fs.quarantined,
+             "skipped_records": fs.skipped_records, "new_versions": fs.new_versions,
+             "boxes": fs.boxes, "skipped": json.dumps(dict(fs.skipped)),
+             "by_role": json.dumps(dict(fs.by_role))},
+        )
+        if after_load is not None:
+            after_load(con)
+        store.bump_generation(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for tname in store.TABLES:
+            con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+    return fs
+
+
+def _finalize(con: duckdb.DuckDBPyConnection, checker: Checker, fs: FileSummary) -> None:
+    """Move staged rows into the store: drop duplicates of stored annotations, number
+    versions, flip `is_current`, register new items."""
+    dups = con.execute(
+        """CREATE OR REPLACE TEMP TABLE stage_dups AS
+           SELECT s.ann_key, s.role, s.n_boxes, s.schema_errors, s.policy_errors
+           FROM stage_annotations s JOIN annotations a
+             ON a.annotation_id = s.annotation_id AND a.is_current
+            AND a.content_hash = s.content_hash"""
+    )
+    dups = con.execute(
+        "SELECT count(*), coalesce(sum(n_boxes), 0), count(*) FILTER (schema_errors > 0), "
+        "count(*) FILTER (policy_errors > 0) FROM stage_dups"
+    ).fetchone()
+    if dups[0]:
+        fs.duplicates += dups[0]
+        fs.loaded -= dups[0]
+        fs.boxes -= dups[1]
+        fs.schema_error_annotations -= dups[2]
+        fs.policy_error_annotations -= dups[3]
+        for role, n in con.execute("SELECT role, count(*) FROM stage_dups GROUP BY 1"
+                                   ).fetchall():
+            fs.by_role[role] -= n
+            if not fs.by_role[role]:
+                del fs.by_role[role]
+        for tname in store.TABLES:
+            if tname != "quarantine":
+                con.execute(f"DELETE FROM stage_{tname} WHERE ann_key IN "
+                            "(SELECT ann_key FROM stage_dups)")
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE stage_versions AS
+           SELECT s.ann_key,
+                  coalesce(p.maxv, 0)
+                    + row_number() OVER (PARTITION BY s.annotation_id ORDER BY s.line)
+                    AS version,
+                  row_number() OVER (PARTITION BY s.annotation_id ORDER BY s.line DESC) = 1
+                    AS is_current
+           FROM stage_annotations s
+           LEFT JOIN (SELECT annotation_id, max(version) AS maxv FROM annotations
+                      GROUP BY 1) p USING (annotation_id)"""
+    )
+    fs.new_versions = con.execute(
+        "SELECT count(*) FROM stage_versions WHERE version > 1").fetchone()[0]
+    con.execute(
+        "UPDATE annotations SET is_current = false WHERE is_current AND annotation_id IN "
+        "(SELECT annotation_id FROM stage_annotations)"
+    )
+    con.execute(
+        """INSERT INTO annotations
+           SELECT s.* REPLACE (v.version AS version, v.is_current AS is_current)
+           FROM stage_annotations s JOIN stage_versions v USING (ann_key)
+           ORDER BY s.ann_key"""
+    )
+    for tname in ("boxes", "contract_errors", "violations", "quarantine"):
+        con.execute(f"INSERT INTO {tname} SELECT * FROM stage_{tname}")
+    if checker.new_items:
+        items_tbl = pa.table({  # noqa: F841
+            "item_id": list(checker.new_items),
+            "image_width": [v[0] for v in checker.new_items.values()],
+            "image_height": [v[1] for v in checker.new_items.values()],
+            "first_ann_key": [v[2] for v in checker.new_items.values()],
+        })
+        con.execute("INSERT INTO items BY NAME SELECT * FROM items_tbl "
+                    "WHERE item_id NOT IN (SELECT item_id FROM items)")
+    con.execute("DROP TABLE IF EXISTS stage_dups")
+    con.execute("DROP TABLE IF EXISTS stage_versions")

@@ -1,0 +1,233 @@
+"""The DuckDB database of a QA project: its layout, opening it, and its generation.
+
+One row of `annotations` per *version* of an annotation: a later export carrying an
+`annotation_id` again with changed content adds a version and flips `is_current`, so
+the older one stays queryable. `meta.generation` is bumped by every committed ingest;
+readers key their caches on it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+LAYOUT_VERSION = 1
+APP_ID = "labelqa"
+
+# Column order matters: ingest builds Arrow batches in exactly this order.
+ANNOTATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ann_key", "BIGINT NOT NULL"),        # one per stored version, never reused
+    ("annotation_id", "VARCHAR NOT NULL"),
+    ("version", "INTEGER NOT NULL"),       # 1, 2, ... per annotation_id
+    ("is_current", "BOOLEAN NOT NULL"),    # the latest version of its annotation_id
+    ("export_id", "INTEGER NOT NULL"),
+    ("line", "INTEGER NOT NULL"),          # line (native) or record number in its export
+    ("item_id", "VARCHAR NOT NULL"),
+    ("annotator_id", "VARCHAR NOT NULL"),
+    ("role", "VARCHAR NOT NULL"),
+    ("submitted_at", "TIMESTAMPTZ NOT NULL"),
+    ("week", "VARCHAR NOT NULL"),          # ISO week of submitted_at in the project tz
+    ("guideline_version", "VARCHAR"),
+    ("image_uri", "VARCHAR"),
+    ("image_width", "DOUBLE"),
+    ("image_height", "DOUBLE"),
+    ("prefilled", "BOOLEAN NOT NULL"),
+    ("reviewed", "BOOLEAN NOT NULL"),
+    ("reviewed_by", "VARCHAR"),
+    ("fields", "JSON"),
+    ("draft", "JSON"),
+    ("raw", "JSON"),                       # the tool's original object (non-native formats)
+    ("content_hash", "VARCHAR NOT NULL"),
+    ("n_boxes", "INTEGER NOT NULL"),
+    ("schema_errors", "INTEGER NOT NULL"),  # contract errors of this version
+    ("policy_errors", "INTEGER NOT NULL"),  # violations of severity error
+    ("policy_warnings", "INTEGER NOT NULL"),
+)
+
+BOX_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ann_key", "BIGINT NOT NULL"),
+    ("box_idx", "INTEGER NOT NULL"),       # index in the record's `boxes` array
+    ("label", "VARCHAR"),
+    ("x", "DOUBLE"),
+    ("y", "DOUBLE"),
+    ("w", "DOUBLE"),
+    ("h", "DOUBLE"),
+    ("attributes", "JSON"),
+    ("matchable", "BOOLEAN NOT NULL"),     # finite, positive size, has a label
+)
+
+ERROR_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ann_key", "BIGINT NOT NULL"),
+    ("pointer", "VARCHAR NOT NULL"),       # JSON Pointer, array indices as *
+    ("instance", "VARCHAR NOT NULL"),      # JSON Pointer with the real indices
+    ("keyword", "VARCHAR NOT NULL"),
+    ("message", "VARCHAR NOT NULL"),
+)
+
+VIOLATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ann_key", "BIGINT NOT NULL"),
+    ("rule", "VARCHAR NOT NULL"),
+    ("field", "VARCHAR NOT NULL"),
+    ("element", "INTEGER"),                # index in a list-valued field, else NULL
+    ("severity", "VARCHAR NOT NULL"),
+    ("excerpt", "VARCHAR NOT NULL"),
+    ("start_pos", "INTEGER NOT NULL"),     # code points, end exclusive
+    ("end_pos", "INTEGER NOT NULL"),
+    ("label", "VARCHAR"),                  # the label named / boxed (cross-modal rules)
+)
+
+QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("export_id", "INTEGER NOT NULL"),
+    ("line", "INTEGER NOT NULL"),
+    ("reason", "VARCHAR NOT NULL"),
+    ("raw", "VARCHAR"),                    # the line as text (invalid bytes replaced), capped
+)
+
+TABLES = {
+    "annotations": ANNOTATION_COLUMNS,
+    "boxes": BOX_COLUMNS,
+    "contract_errors": ERROR_COLUMNS,
+    "violations": VIOLATION_COLUMNS,
+    "quarantine": QUARANTINE_COLUMNS,
+}
+
+_EXPORTS_DDL = """
+CREATE TABLE IF NOT EXISTS exports (
+    export_id INTEGER NOT NULL,
+    path VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    records INTEGER NOT NULL,
+    loaded INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    quarantined INTEGER NOT NULL,
+    skipped_records INTEGER NOT NULL,
+    new_versions INTEGER NOT NULL,
+    boxes INTEGER NOT NULL,
+    skipped JSON,
+    by_role JSON
+)
+"""
+
+_ITEMS_DDL = """
+CREATE TABLE IF NOT EXISTS items (
+    item_id VARCHAR NOT NULL,
+    image_width DOUBLE,
+    image_height DOUBLE,
+    first_ann_key BIGINT NOT NULL
+)
+"""
+
+
+class DatabaseError(Exception):
+    """The database file cannot be used (foreign, newer layout, locked too long)."""
+
+
+def table_ddl(name: str, columns: tuple[tuple[str, str], ...], *, temp: bool = False) -> str:
+    cols = ",\n    ".join(f"{c} {t}" for c, t in columns)
+    kind = "TEMP TABLE" if temp else "TABLE"
+    return f"CREATE {kind} IF NOT EXISTS {name} (\n    {cols}\n)"
+
+
+def create_layout(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute(_EXPORTS_DDL)
+    con.execute(_ITEMS_DDL)
+    for name, cols in TABLES.items():
+        con.execute(table_ddl(name, cols))
+    con.execute(
+        "INSERT INTO meta VALUES ('app', $app), ('layout_version', $v), ('generation', '0') "
+        "ON CONFLICT DO NOTHING",
+        {"app": APP_ID, "v": str(LAYOUT_VERSION)},
+    )
+    _create_views(con)
+
+
+def _create_views(con: duckdb.DuckDBPyConnection) -> None:
+    # The current version of each annotation: what every metric reads.
+    con.execute(
+        "CREATE OR REPLACE VIEW current_annotations AS "
+        "SELECT * FROM annotations WHERE is_current"
+    )
+
+
+def _check_layout(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()}
+    if not tables:
+        return
+    if "meta" not in tables:
+        raise DatabaseError(f"{path}: not a labelqa database (no meta table)")
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("app") != APP_ID:
+        raise DatabaseError(f"{path}: not a labelqa database")
+    version = int(meta.get("layout_version", "0"))
+    if version > LAYOUT_VERSION:
+        raise DatabaseError(
+            f"{path}: written by a newer labelqa (layout {version}, this one reads up to "
+            f"{LAYOUT_VERSION}); upgrade labelqa"
+        )
+
+
+def connect(path: Path | str, *, read_only: bool = False, wait_s: float = 30.0,
+            ) -> duckdb.DuckDBPyConnection:
+    """Open the project database, creating its layout when writable and new.
+
+    A lock held by another process (an ingest) is waited for up to `wait_s` seconds.
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise DatabaseError(f"{path}: no database yet; run `labelqa ingest` first")
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower() or time.monotonic() > deadline:
+                if "lock" in text.lower():
+                    raise DatabaseError(f"{path}: locked by another process: {text}") from None
+                raise DatabaseError(f"{path}: cannot open: {text}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise DatabaseError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+    try:
+        _check_layout(con, path)
+        if not read_only:
+            create_layout(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextmanager
+def open_db(path: Path | str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def generation(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
+        "WHERE key = 'generation'"
+    )

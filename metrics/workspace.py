@@ -1,0 +1,63 @@
+"""Project-level operations shared by the CLI and the dashboard: ingest with derived
+tables refreshed, and building the demo project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from metrics import store
+from metrics.config import ProjectConfig, load_config
+from metrics.ingest import IngestSummary, ingest_files
+
+
+def _refresher(config: ProjectConfig):
+    try:
+        from metrics.derived import refresh
+    except ImportError:
+        return None
+    return lambda con: refresh(con, config)
+
+
+def ingest(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
+           progress: bool | None = None) -> IngestSummary:
+    """Ingest exports and rebuild the derived weekly tables in the same transaction."""
+    return ingest_files(config, paths, fmt=fmt, progress=progress,
+                        after_load=_refresher(config))
+
+
+def demo_dir() -> Path:
+    from metrics.demo import DEMO_DIR
+
+    return Path(DEMO_DIR)
+
+
+def build_demo(folder: Path | None = None, *, force: bool = False, progress: bool = False,
+               ) -> tuple[ProjectConfig, IngestSummary | None]:
+    """Generate and ingest the demo project; reuse a ready one unless `force`.
+
+    Returns the config and the ingest summary (None when an existing database was reused).
+    """
+    from metrics.demo import demo_config_files, generate_demo
+
+    folder = (folder or demo_dir()).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in demo_config_files():
+        dst = folder / Path(src).name
+        if Path(src).resolve() != dst.resolve() and (force or not dst.exists()):
+            shutil.copyfile(src, dst)
+    config = load_config(folder)
+    if config.database.exists() and not force:
+        try:
+            with store.open_db(config.database, read_only=True) as con:
+                if con.execute("SELECT count(*) FROM exports").fetchone()[0]:
+                    return config, None
+        except store.DatabaseError:
+            pass
+    for suffix in ("", ".wal"):
+        p = Path(str(config.database) + suffix)
+        if p.exists():
+            p.unlink()
+    exports = generate_demo(folder)
+    return config, ingest(config, exports, progress=progress)

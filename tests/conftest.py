@@ -1,0 +1,186 @@
+"""Shared fixtures: a small QA project in a temp folder, and helpers to write exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+CONFIG = """\
+[project]
+name = "t"
+database = "labelqa.duckdb"
+images = "images"
+contract = "contract.schema.json"
+timezone = "UTC"
+
+[labels]
+car = ["car", "cars", "vehicle"]
+person = ["person", "people", "man", "woman"]
+bicycle = ["bicycle", "bicycles", "bike"]
+
+[fields]
+caption = "free"
+weather = "categorical"
+tags = "multilabel"
+
+[agreement]
+iou_threshold = 0.5
+low_overlap = 0.75
+bootstrap = 200
+min_units = 10
+
+[sample]
+rate = 1.0
+salt = "t"
+pinned = []
+
+[[policy]]
+id = "no-brands"
+type = "banned"
+patterns = ["nike", "coca[- ]?cola"]
+fields = ["caption"]
+severity = "error"
+
+[[policy]]
+id = "caption-length"
+type = "length"
+fields = ["caption"]
+min_words = 3
+max_words = 40
+severity = "error"
+
+[[policy]]
+id = "no-invented-objects"
+type = "invented_objects"
+fields = ["caption"]
+severity = "error"
+
+[[policy]]
+id = "hedging"
+type = "hedging"
+fields = ["caption"]
+severity = "warning"
+
+[[guideline]]
+version = "v1"
+effective = "2026-01-05"
+summary = "First version."
+fields = ["caption", "weather", "tags"]
+
+[[guideline]]
+version = "v2"
+effective = "2026-02-02"
+summary = "Captions must not guess brands."
+fields = ["caption"]
+relabel = "filter"
+"""
+
+CONTRACT = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["item_id", "annotator_id", "submitted_at", "image", "boxes", "fields"],
+    "properties": {
+        "item_id": {"type": "string"},
+        "annotator_id": {"type": "string"},
+        "submitted_at": {"type": "string"},
+        "role": {"enum": ["annotator", "reviewer", "gold", "model"]},
+        "image": {
+            "type": "object",
+            "required": ["uri", "width", "height"],
+            "properties": {"uri": {"type": "string"}, "width": {"type": "integer"},
+                           "height": {"type": "integer"}},
+        },
+        "boxes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["label", "bbox"],
+                "properties": {
+                    "label": {"enum": ["car", "person", "bicycle"]},
+                    "bbox": {"type": "array", "items": {"type": "number"},
+                             "minItems": 4, "maxItems": 4},
+                    "attributes": {"type": "object"},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "fields": {
+            "type": "object",
+            "required": ["caption", "weather"],
+            "properties": {
+                "caption": {"type": "string", "minLength": 1},
+                "weather": {"enum": ["sunny", "cloudy", "rainy"]},
+                "tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            },
+        },
+    },
+}
+
+
+class Project:
+    """A temp QA project: `.write(name, records)` makes an export, `.config` loads it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def config(self):
+        from metrics.config import load_config
+
+        return load_config(self.root)
+
+    def write(self, name: str, records: list) -> Path:
+        """Write records (dicts become JSON lines; str/bytes are written as-is)."""
+        path = self.root / "exports" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            for rec in records:
+                if isinstance(rec, dict):
+                    fh.write(json.dumps(rec).encode() + b"\n")
+                elif isinstance(rec, str):
+                    fh.write(rec.encode() + b"\n")
+                else:
+                    fh.write(rec + b"\n")
+        return path
+
+    def ingest(self, *paths: Path, **kwargs):
+        from metrics.workspace import ingest
+
+        return ingest(self.config, paths, progress=False, **kwargs)
+
+    def connect(self):
+        from metrics.store import connect
+
+        return connect(self.config.database, read_only=True)
+
+
+def record(item="img-1", annotator="ann-1", when="2026-01-06T10:00:00Z", boxes=None,
+           caption="A car parked on a street.", weather="sunny", tags=None, **extra) -> dict:
+    """A valid native record; keyword overrides for every part."""
+    rec = {
+        "item_id": item, "annotator_id": annotator, "submitted_at": when,
+        "image": {"uri": f"images/{item}.png", "width": 100, "height": 100},
+        "boxes": [{"label": "car", "bbox": [10, 10, 30, 20]}] if boxes is None else boxes,
+        "fields": {"caption": caption, "weather": weather,
+                   **({"tags": tags} if tags is not None else {})},
+    }
+    if caption is None:
+        del rec["fields"]["caption"]
+    if weather is None:
+        del rec["fields"]["weather"]
+    rec.update(extra)
+    return rec
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "labelqa.toml").write_text(CONFIG, encoding="utf-8")
+    (root / "contract.schema.json").write_text(json.dumps(CONTRACT), encoding="utf-8")
+    (root / "images").mkdir()
+    return Project(root)
