@@ -33,7 +33,8 @@ def _fmt_counts(counter: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items())) or "none"
 
 
-def print_summary(summary: IngestSummary, *, verb: str, out=sys.stdout) -> None:
+def print_summary(summary: IngestSummary, *, verb: str, out=None) -> None:
+    out = out or sys.stdout
     for f in summary.files:
         if f.already_ingested:
             out.write(f"{f.path}: already ingested (same content); nothing changed\n")
