@@ -1,0 +1,535 @@
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metrics import policy
+from metrics.policy import (
+    DEFAULT_HEDGES,
+    PolicyError,
+    Rule,
+    Violation,
+    check_fields,
+    compile_rules,
+    label_mentions,
+)
+
+LABELS = {
+    "car": ["car", "cars", "vehicle"],
+    "bicycle": ["bicycle", "bicycles", "bike"],
+    "traffic_light": ["traffic light", "traffic lights"],
+}
+
+
+def rules_of(*tables, labels=LABELS):
+    return compile_rules(list(tables), labels=labels)
+
+
+def banned(*patterns, fields=("caption",), **extra):
+    return {"id": "banned", "type": "banned", "patterns": list(patterns),
+            "fields": list(fields), **extra}
+
+
+def check(rules, text, boxes=(), *, field="caption", labels=LABELS):
+    return check_fields(rules, {field: text}, set(boxes), labels=labels)
+
+
+def spans(violations):
+    return [(v.excerpt, v.start, v.end) for v in violations]
+
+
+def assert_offsets(violations, fields):
+    for v in violations:
+        value = fields[v.field]
+        if v.element is not None:
+            text = value[v.element]
+        elif isinstance(value, list):  # unmentioned_objects judges a list as a whole
+            assert (v.excerpt, v.start, v.end) == ("", 0, 0)
+            continue
+        else:
+            text = value
+        assert text[v.start:v.end] == v.excerpt, v
+        assert 0 <= v.start <= v.end <= len(text)
+
+
+# --------------------------------------------------------------------------- banned
+
+
+def test_banned_word_bounded_and_case_insensitive():
+    rules = rules_of(banned("nike"))
+    text = "Nike nike, snike nike_x Nike! nikes NIKE"
+    got = check(rules, text)
+    assert spans(got) == [("Nike", 0, 4), ("nike", 5, 9), ("Nike", 24, 28), ("NIKE", 36, 40)]
+    assert all(v.rule == "banned" and v.field == "caption" and v.severity == "error"
+               for v in got)
+    assert_offsets(got, {"caption": text})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("nike nike", [("nike", 0, 4), ("nike", 5, 9)]),
+    ("nike-nike", [("nike", 0, 4), ("nike", 5, 9)]),
+    ("nike\nnike", [("nike", 0, 4), ("nike", 5, 9)]),
+    ("(nike)", [("nike", 1, 5)]),
+    ("nike", [("nike", 0, 4)]),
+    ("nikenike", []),
+    ("énike", []),  # a non-ASCII letter bounds a word: RE2's ASCII \b would match here
+    ("nikeß", []),
+    ("٣nike", []),  # ARABIC-INDIC DIGIT THREE is \p{N}
+    ("😀nike😀", [("nike", 1, 5)]),
+    ("nike\u00a0nike", [("nike", 0, 4), ("nike", 5, 9)]),
+])
+def test_banned_boundaries(text, expected):
+    got = check(rules_of(banned("nike")), text)
+    assert spans(got) == expected
+    assert_offsets(got, {"caption": text})
+
+
+def test_banned_unicode_offsets_are_code_points():
+    rules = rules_of(banned("café", "gro(ß|ss)es"))
+    text = "Ein großes Café 😀 und noch ein CAFÉ"
+    got = check(rules, text)
+    assert spans(got) == [("großes", 4, 10), ("Café", 11, 15), ("CAFÉ", 31, 35)]
+    assert_offsets(got, {"caption": text})
+
+
+def test_banned_several_patterns_and_regex_syntax():
+    rules = rules_of(banned("nike", "coca[- ]?cola"))
+    text = "Coca-Cola, COCA COLA and cocacola by Nike"
+    got = check(rules, text)
+    assert spans(got) == [("Coca-Cola", 0, 9), ("COCA COLA", 11, 20), ("cocacola", 25, 33),
+                          ("Nike", 37, 41)]
+
+
+def test_banned_pattern_ending_in_punctuation_lets_the_next_match_start():
+    # "c++" ends in a non-word character, which is itself the left boundary of "+1"
+    rules = rules_of(banned(r"c\+\+", r"\+1"))
+    text = "c+++1"
+    assert spans(check(rules, text)) == [("c++", 0, 3), ("+1", 3, 5)]
+
+
+def test_banned_lone_surrogate_does_not_break_offsets():
+    text = "nike \ud800 nike"
+    got = check(rules_of(banned("nike")), text)
+    assert spans(got) == [("nike", 0, 4), ("nike", 7, 11)]
+
+
+# --------------------------------------------------------------------------- length
+
+
+def length_rule(**bounds):
+    return rules_of({"id": "len", "type": "length", "fields": ["caption"], **bounds})
+
+
+def test_length_too_few_words_reports_whole_text():
+    got = check(length_rule(min_words=5), "Too short")
+    assert spans(got) == [("Too short", 0, 9)]
+    assert spans(check(length_rule(min_words=1), "")) == [("", 0, 0)]
+
+
+def test_length_too_many_words_reports_from_first_extra_word():
+    rules = length_rule(max_words=3)
+    assert spans(check(rules, "one two three four five")) == [("four five", 14, 23)]
+    text = "Ein großes Café 😀 jetzt"
+    assert spans(check(rules, text)) == [("😀 jetzt", 16, 23)]
+    assert spans(check(rules, "a  b\tc\n d e  ")) == [("d e  ", 8, 13)]
+    assert spans(check(length_rule(max_words=0), "  hi")) == [("hi", 2, 4)]
+
+
+def test_length_within_bounds_and_open_bounds():
+    rules = length_rule(min_words=2, max_words=3)
+    assert check(rules, "two words") == []
+    assert check(rules, "now three words") == []
+    assert check(length_rule(max_words=2), "") == []
+    assert check(length_rule(min_words=2), " ".join(["w"] * 500)) == []
+    # words are whitespace-separated: punctuation and emoji count as words
+    assert check(length_rule(min_words=3), "a - 😀") == []
+
+
+# --------------------------------------------------------------------------- pattern
+
+
+def test_pattern_must_match_somewhere():
+    rules = rules_of({"id": "ends-with-period", "type": "pattern", "pattern": r"\.$",
+                      "fields": ["caption"]})
+    assert check(rules, "A car.") == []
+    assert spans(check(rules, "A café 😀")) == [("A café 😀", 0, 8)]
+
+
+def test_pattern_is_a_search_and_case_sensitive():
+    rules = rules_of({"id": "p", "type": "pattern", "pattern": "car", "fields": ["caption"]})
+    assert check(rules, "A red car parked.") == []
+    assert len(check(rules, "A red CAR parked.")) == 1
+    anchored = rules_of({"id": "p", "type": "pattern", "pattern": "^[A-Z]",
+                         "fields": ["caption"]})
+    assert len(check(anchored, "a red car")) == 1
+
+
+# --------------------------------------------------------------------------- cross-modal
+
+INVENTED = {"id": "invented", "type": "invented_objects", "fields": ["caption"]}
+UNMENTIONED = {"id": "unmentioned", "type": "unmentioned_objects", "fields": ["caption"],
+               "severity": "warning"}
+
+
+def test_invented_objects_uses_label_words_and_plurals():
+    rules = rules_of(INVENTED)
+    got = check(rules, "two cars and a bike", {"car"})
+    assert got == [Violation("invented", "caption", "error", "bike", 15, 19, label="bicycle")]
+    # plurals only as listed: "bikes" is not a word of any label
+    assert check(rules, "two cars and two bikes", {"car"}) == []
+    assert spans(check(rules, "A Bicycle; a BICYCLES", {"car"})) == [
+        ("Bicycle", 2, 9), ("BICYCLES", 13, 21)]
+    assert check(rules, "a bike and a vehicle", {"car", "bicycle"}) == []
+    assert check(rules, "a bikeshed and a carport", set()) == []
+
+
+def test_invented_objects_multi_word_label():
+    rules = rules_of(INVENTED)
+    got = check(rules, "A Traffic  light, then traffic\nlights.", {"car"})
+    assert spans(got) == [("Traffic  light", 2, 16), ("traffic\nlights", 23, 37)]
+    assert {v.label for v in got} == {"traffic_light"}
+    assert check(rules, "heavy traffic and a car", {"car"}) == []
+
+
+def test_invented_objects_unicode_offsets():
+    rules = rules_of(INVENTED)
+    text = "Ein großes Café 😀 mit Fahrrad und bike"
+    got = check(rules, text, {"car"})
+    assert spans(got) == [("bike", 34, 38)]
+    assert_offsets(got, {"caption": text})
+
+
+def test_unmentioned_objects():
+    rules = rules_of(UNMENTIONED)
+    got = check(rules, "a red car", {"car", "bicycle", "bus"})
+    # "bus" has no words in [labels], so text cannot name it and it is not reported
+    assert got == [Violation("unmentioned", "caption", "warning", "", 0, 0, label="bicycle")]
+    assert check(rules, "a red car and a bike", {"car", "bicycle"}) == []
+    assert [v.label for v in check(rules, "", {"car", "bicycle"})] == ["bicycle", "car"]
+    assert check(rules, "a red car", set()) == []
+
+
+def test_invented_and_unmentioned_together():
+    rules = rules_of(INVENTED, UNMENTIONED)
+    got = check(rules, "a bike", {"car"})
+    assert [(v.rule, v.label, v.excerpt) for v in got] == [
+        ("invented", "bicycle", "bike"), ("unmentioned", "car", "")]
+
+
+def test_box_labels_accepts_any_iterable():
+    rules = rules_of(INVENTED)
+    for boxes in (["car"], ("car",), frozenset({"car"}), (b for b in ["car"])):
+        assert check_fields(rules, {"caption": "a car"}, boxes, labels=LABELS) == []
+
+
+def test_label_mentions():
+    text = "Ein großes Café with cars 😀 car, a Traffic Light"
+    assert label_mentions(text, LABELS) == {
+        "car": [(21, 25), (28, 31)], "traffic_light": [(35, 48)]}
+    assert label_mentions("no labels here: carpet, bikes", LABELS) == {}
+    assert label_mentions("", LABELS) == {}
+    assert label_mentions("a car", {}) == {}
+
+
+def test_label_mentions_longest_phrase_wins_and_shared_words():
+    labels = {"light": ["light"], "traffic_light": ["traffic light"], "traffic": ["traffic"]}
+    assert label_mentions("a traffic light; a light", labels) == {
+        "traffic_light": [(2, 15)], "light": [(19, 24)]}
+    shared = {"car": ["vehicle"], "truck": ["truck", "vehicle"], "t-shirt": ["t-shirt"]}
+    assert label_mentions("a vehicle and a T-Shirt.", shared) == {
+        "car": [(2, 9)], "truck": [(2, 9)], "t-shirt": [(16, 23)]}
+    rules = rules_of(INVENTED, labels=shared)
+    assert check(rules, "a vehicle", {"truck"}, labels=shared) == []
+    assert [v.label for v in check(rules, "a vehicle", set(), labels=shared)] == ["car"]
+
+
+def test_labels_passed_as_equal_copy_give_same_result():
+    rules = rules_of(INVENTED)
+    copy = {k: tuple(v) for k, v in LABELS.items()}
+    assert check(rules, "a bike", {"car"}, labels=copy) == check(rules, "a bike", {"car"})
+
+
+# --------------------------------------------------------------------------- hedging
+
+
+def test_hedging_default_words():
+    rules = rules_of({"id": "hedge", "type": "hedging", "fields": ["caption"],
+                      "severity": "warning"})
+    assert rules[0].words == DEFAULT_HEDGES
+    text = "It is maybe a car, I think it looks  like one. Probably. mayber"
+    got = check(rules, text)
+    assert spans(got) == [("maybe", 6, 11), ("I think", 19, 26), ("looks  like", 30, 41),
+                          ("Probably", 47, 55)]
+    assert all(v.severity == "warning" for v in got)
+
+
+def test_hedging_custom_words_replace_defaults():
+    rules = rules_of({"id": "hedge", "type": "hedging", "fields": ["caption"],
+                      "words": ["kind of", "vielleicht"]})
+    text = "maybe it is kind of a Café, VIELLEICHT 😀"
+    assert spans(check(rules, text)) == [("kind of", 12, 19), ("VIELLEICHT", 28, 38)]
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def test_absent_null_and_non_string_fields_are_skipped():
+    rules = rules_of(banned("nike", fields=("caption", "title")),
+                     {"id": "len", "type": "length", "fields": ["caption"], "min_words": 3})
+    assert check_fields(rules, {}, set(), labels=LABELS) == []
+    assert check_fields(rules, {"caption": None, "weather": "nike"}, set(), labels=LABELS) == []
+    assert check_fields(rules, {"caption": 3, "title": {"a": "nike"}}, set(),
+                        labels=LABELS) == []
+    assert check_fields(rules, "not a dict", set(), labels=LABELS) == []
+    got = check_fields(rules, {"title": "Nike"}, set(), labels=LABELS)
+    assert got == [Violation("banned", "title", "error", "Nike", 0, 4)]
+
+
+def test_list_fields_offsets_are_per_element():
+    rules = rules_of(banned("nike", fields=("tags",)))
+    fields = {"tags": ["outdoor", "nike", 7, None, "café nike"]}
+    got = check_fields(rules, fields, set(), labels=LABELS)
+    assert [(v.element, v.excerpt, v.start, v.end) for v in got] == [
+        (1, "nike", 0, 4), (4, "nike", 5, 9)]
+    assert_offsets(got, fields)
+
+
+def test_unmentioned_on_a_list_field_judges_all_elements_together():
+    rules = compile_rules([{**UNMENTIONED, "fields": ["tags"]}], labels=LABELS)
+    got = check_fields(rules, {"tags": ["car", "street"]}, {"car", "bicycle"}, labels=LABELS)
+    assert [(v.label, v.element) for v in got] == [("bicycle", None)]
+    assert check_fields(rules, {"tags": ["car", "bike"]}, {"car", "bicycle"},
+                        labels=LABELS) == []
+
+
+def test_rules_apply_only_to_their_fields_and_in_order():
+    rules = rules_of(banned("nike", fields=("caption",)),
+                     {"id": "h", "type": "hedging", "fields": ["caption", "notes"]})
+    got = check_fields(rules, {"caption": "maybe nike", "notes": "nike maybe"}, set(),
+                       labels=LABELS)
+    assert [(v.rule, v.field, v.excerpt) for v in got] == [
+        ("banned", "caption", "nike"), ("h", "caption", "maybe"), ("h", "notes", "maybe")]
+
+
+def test_no_rules():
+    assert check_fields((), {"caption": "nike"}, set(), labels=LABELS) == []
+
+
+def test_rule_built_directly():
+    rule = Rule(id="b", type="banned", fields=["caption"], patterns=["nike"])
+    assert rule.fields == ("caption",) and rule.patterns == ("nike",)
+    assert spans(check_fields([rule], {"caption": "a nike"}, (), labels=LABELS)) == [
+        ("nike", 2, 6)]
+    assert Rule(id="h", type="hedging", fields=("c",)).words == DEFAULT_HEDGES
+    with pytest.raises(PolicyError) as err:
+        Rule(id="b", type="banned", fields=("c",), patterns=("a(",))
+    assert err.value.key == "rule 'b'.patterns[0]"
+    # the compiled program is not part of equality or repr
+    assert rule == Rule(id="b", type="banned", fields=("caption",), patterns=("nike",))
+    assert "regex" not in repr(rule)
+
+
+def test_public_search_fallback_gives_the_same_results(monkeypatch):
+    rules = rules_of(banned("nike", "coca[- ]?cola"), INVENTED,
+                     {"id": "h", "type": "hedging", "fields": ["caption"]})
+    text = "Nike nike coca cola maybe a bike 😀 and traffic lights, café nike_x nike"
+    fast = check(rules, text, {"car"})
+    monkeypatch.setattr(policy, "_UNANCHORED", None)
+    assert check(rules, text, {"car"}) == fast
+    assert [v.excerpt for v in fast] == [
+        "Nike", "nike", "coca cola", "nike", "bike", "traffic lights", "maybe"]
+
+
+# --------------------------------------------------------------------------- config errors
+
+BASE = {"id": "r", "type": "banned", "patterns": ["nike"], "fields": ["caption"]}
+
+
+@pytest.mark.parametrize("tables, key, fragment", [
+    ([{**BASE, "colour": "red"}], "policy[0].colour", "unknown key"),
+    ([{**BASE, "min_words": 3}], "policy[0].min_words", "unknown key"),
+    ([{k: v for k, v in BASE.items() if k != "id"}], "policy[0].id", "missing"),
+    ([{k: v for k, v in BASE.items() if k != "type"}], "policy[0].type", "missing"),
+    ([{k: v for k, v in BASE.items() if k != "fields"}], "policy[0].fields", "missing"),
+    ([{k: v for k, v in BASE.items() if k != "patterns"}], "policy[0].patterns", "missing"),
+    ([{"id": "p", "type": "pattern", "fields": ["c"]}], "policy[0].pattern", "missing"),
+    ([{"id": "l", "type": "length", "fields": ["c"]}], "policy[0].min_words", "needs"),
+    ([{**BASE, "type": "profanity"}], "policy[0].type", "unknown type"),
+    ([{**BASE, "type": 3}], "policy[0].type", "expected a string"),
+    ([{**BASE, "severity": "fatal"}], "policy[0].severity", "unknown severity"),
+    ([{**BASE, "severity": 1}], "policy[0].severity", "expected a string"),
+    ([{**BASE, "id": 3}], "policy[0].id", "non-empty string"),
+    ([{**BASE, "id": ""}], "policy[0].id", "non-empty string"),
+    ([{**BASE, "fields": "caption"}], "policy[0].fields", "list"),
+    ([{**BASE, "fields": []}], "policy[0].fields", "non-empty"),
+    ([{**BASE, "fields": ["caption", 2]}], "policy[0].fields[1]", "string"),
+    ([{**BASE, "patterns": "nike"}], "policy[0].patterns", "list"),
+    ([{**BASE, "patterns": ["nike", 5]}], "policy[0].patterns[1]", "string"),
+    ([{"id": "p", "type": "pattern", "pattern": ["x"], "fields": ["c"]}],
+     "policy[0].pattern", "expected a string"),
+    ([{"id": "l", "type": "length", "fields": ["c"], "min_words": "5"}],
+     "policy[0].min_words", "integer"),
+    ([{"id": "l", "type": "length", "fields": ["c"], "max_words": True}],
+     "policy[0].max_words", "integer"),
+    ([{"id": "l", "type": "length", "fields": ["c"], "max_words": 2.5}],
+     "policy[0].max_words", "integer"),
+    ([{"id": "l", "type": "length", "fields": ["c"], "min_words": -1}],
+     "policy[0].min_words", ">= 0"),
+    ([{"id": "l", "type": "length", "fields": ["c"], "min_words": 5, "max_words": 3}],
+     "policy[0].min_words", "greater than max_words"),
+    ([{"id": "h", "type": "hedging", "fields": ["c"], "words": ["ok", " "]}],
+     "policy[0].words[1]", "non-empty"),
+    ([{"id": "h", "type": "hedging", "fields": ["c"], "words": []}],
+     "policy[0].words", "non-empty"),
+    ([BASE, {**BASE, "patterns": ["adidas"]}], "policy[1].id", "duplicate id 'r'"),
+    ([BASE, "nike"], "policy[1]", "expected a table"),
+    ([{"id": "p", "type": "pattern", "pattern": "a(", "fields": ["c"]}],
+     "policy[0].pattern", "invalid RE2 pattern"),
+    ([{**BASE, "patterns": ["x*"]}], "policy[0].patterns[0]", "empty string"),
+    ([{**BASE, "patterns": [r"\Qcoca-cola"]}], "policy[0].patterns[0]", r"\Q"),
+    ([{**BASE, "patterns": [r"a\Cb"]}], "policy[0].patterns[0]", r"\C"),
+])
+def test_policy_errors_name_their_key(tables, key, fragment):
+    with pytest.raises(PolicyError) as err:
+        compile_rules(tables, labels=LABELS)
+    assert err.value.key == key
+    assert fragment in err.value.problem
+    assert str(err.value) == f"{key}: {err.value.problem}"
+
+
+def test_invalid_regex_message():
+    tables = [BASE, {**BASE, "id": "r2", "patterns": ["nike", "a("]}]
+    with pytest.raises(PolicyError) as err:
+        compile_rules(tables, labels=LABELS)
+    assert str(err.value) == "policy[1].patterns[1]: invalid RE2 pattern 'a(': missing )"
+
+
+@pytest.mark.parametrize("pattern", [
+    "(?<=a)b",  # lookbehind
+    "(?<!a)b",
+    "a(?=b)",  # lookahead
+    "(?!a)b",
+    r"(a)\1",  # backreference
+    "a++",  # possessive
+    "(?>ab)",  # atomic group
+])
+def test_python_re_only_syntax_is_rejected(pattern):
+    with pytest.raises(PolicyError) as err:
+        compile_rules([{**BASE, "patterns": [pattern]}], labels=LABELS)
+    assert err.value.key == "policy[0].patterns[0]"
+    assert err.value.problem.startswith(f"invalid RE2 pattern {pattern!r}: ")
+
+
+def test_cross_modal_rules_need_labels():
+    with pytest.raises(PolicyError) as err:
+        compile_rules([INVENTED], labels={})
+    assert err.value.key == "policy[0].type"
+    assert compile_rules([BASE], labels={})[0].id == "r"
+
+
+@pytest.mark.parametrize("labels, key", [
+    ({"car": "car"}, "labels.car"),
+    ({"car": ["car", ""]}, "labels.car[1]"),
+    ({"car": ["car", 3]}, "labels.car[1]"),
+])
+def test_bad_labels(labels, key):
+    with pytest.raises(PolicyError) as err:
+        compile_rules([INVENTED], labels=labels)
+    assert err.value.key == key
+
+
+def test_not_a_list():
+    with pytest.raises(PolicyError) as err:
+        compile_rules("nope", labels=LABELS)
+    assert err.value.key == "policy"
+
+
+def test_compile_rules_output():
+    rules = compile_rules([BASE, {"id": "l", "type": "length", "fields": ["c"],
+                                  "max_words": 4, "severity": "warning"}], labels=LABELS)
+    assert rules == (
+        Rule(id="r", type="banned", fields=("caption",), patterns=("nike",)),
+        Rule(id="l", type="length", fields=("c",), severity="warning", max_words=4),
+    )
+    assert compile_rules([], labels=LABELS) == ()
+
+
+# --------------------------------------------------------------------------- properties
+
+ALL_RULES = compile_rules([
+    {"id": "b", "type": "banned", "patterns": ["nike", "coca[- ]?cola", "café", "😀+"],
+     "fields": ["caption", "tags"]},
+    {"id": "l", "type": "length", "fields": ["caption", "tags"], "min_words": 2,
+     "max_words": 4},
+    {"id": "p", "type": "pattern", "pattern": r"\.$", "fields": ["caption"]},
+    {"id": "i", "type": "invented_objects", "fields": ["caption", "tags"]},
+    {"id": "u", "type": "unmentioned_objects", "fields": ["caption", "tags"]},
+    {"id": "h", "type": "hedging", "fields": ["caption", "tags"]},
+], labels=LABELS)
+
+TOKENS = ["nike", "NIKE", "coca cola", "Café", "😀", "car", "cars", "bike", "traffic light",
+          "maybe", "looks like", "ß", "é", "_", "-", "٣", "\u00a0"]
+text_strategy = st.lists(
+    st.one_of(st.sampled_from(TOKENS), st.text(max_size=6)), max_size=12,
+).map(lambda parts: "".join(parts))
+separated = st.lists(
+    st.one_of(st.sampled_from(TOKENS), st.text(max_size=6)), max_size=12,
+).map(lambda parts: " ".join(parts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(caption=st.one_of(text_strategy, separated, st.text()),
+       tags=st.lists(st.one_of(text_strategy, st.integers())),
+       boxes=st.sets(st.sampled_from(["car", "bicycle", "traffic_light", "bus"])))
+def test_never_crashes_and_offsets_slice_back(caption, tags, boxes):
+    fields = {"caption": caption, "tags": tags}
+    got = check_fields(ALL_RULES, fields, boxes, labels=LABELS)
+    assert_offsets(got, fields)
+    for v in got:
+        assert v.severity == "error"
+        if v.rule in ("b", "h", "i"):
+            assert v.excerpt
+    mentions = label_mentions(caption, LABELS)
+    for label, found in mentions.items():
+        assert label in LABELS
+        for start, end in found:
+            said = " ".join(caption[start:end].split()).casefold()
+            assert said in {" ".join(w.split()).casefold() for w in LABELS[label]}
+
+
+def _is_word(ch: str) -> bool:
+    return ch == "_" or unicodedata.category(ch)[0] in "LN"
+
+
+def reference_nike(text):
+    """All word-bounded, case-insensitive "nike" by brute force (no regex)."""
+    out = []
+    for i in range(len(text) - 3):
+        if text[i:i + 4].lower() != "nike":
+            continue
+        if i > 0 and _is_word(text[i - 1]):
+            continue
+        if i + 4 < len(text) and _is_word(text[i + 4]):
+            continue
+        out.append((text[i:i + 4], i, i + 4))
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="nikeNIKE _-!éß٣😀\n\u00a0x", max_size=40))
+def test_banned_matches_a_brute_force_reference(text):
+    assert spans(check(rules_of(banned("nike")), text)) == reference_nike(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.integers(0, 6))
+def test_length_matches_split(text, max_words):
+    got = check(length_rule(max_words=max_words), text)
+    words = text.split()
+    if len(words) <= max_words:
+        assert got == []
+    else:
+        (v,) = got
+        assert v.excerpt.split() == words[max_words:]
+        assert text[v.start:v.end] == v.excerpt and v.end == len(text)
