@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from metrics.workspace import build_demo
 
     config, summary = build_demo(Path(args.dir) if args.dir else None, force=args.force,
-                                 progress=not args.quiet)
+                                 progress=False if args.quiet else None)
     if summary is None:
         print(f"demo project ready at {config.root} (reused; --force rebuilds it)")
     else:
