@@ -184,3 +184,22 @@ def project(tmp_path: Path) -> Project:
     (root / "contract.schema.json").write_text(json.dumps(CONTRACT), encoding="utf-8")
     (root / "images").mkdir()
     return Project(root)
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """The demo project, built once per test session; returns its folder."""
+    from metrics.workspace import build_demo
+
+    folder = tmp_path_factory.mktemp("demo")
+    config, _ = build_demo(folder)
+    return config.root
+
+
+@pytest.fixture
+def empty_project(tmp_path: Path) -> Path:
+    """A valid project with no database yet; returns its folder."""
+    from metrics.starter import write_starter
+
+    write_starter(tmp_path / "empty")
+    return tmp_path / "empty"

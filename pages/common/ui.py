@@ -1,0 +1,173 @@
+"""Dashboard plumbing shared by every page: the project, cached metric calls, the
+week picker and shareable URLs, and safe rendering of untrusted annotation text.
+
+Pages call `metrics` functions only through `call()`, which opens a read-only DuckDB
+connection for the call and caches the result keyed on the function, its arguments,
+the config file and the database generation (bumped by every ingest), so a new ingest
+shows up on the next rerun and nothing is served stale.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from metrics import store
+from metrics.config import ConfigError, ProjectConfig, find_config, load_config
+
+STATUS_ICON = {"green": "🟢", "amber": "🟠", "red": "🔴", None: "⚪"}
+STATUS_WORD = {"green": "green", "amber": "amber", "red": "red", None: "no data"}
+
+# Every ASCII punctuation character Markdown (and Streamlit's directives like
+# :red[...]) could give meaning to. Backslash-escaping them all shows text verbatim.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&\"'=^@/%;,?])")
+
+
+def md_escape(text: Any) -> str:
+    """Untrusted text as inert Markdown: every special character escaped, newlines kept
+    as line breaks. Streamlit never renders raw HTML here (no unsafe_allow_html)."""
+    s = "" if text is None else str(text)
+    return _MD_SPECIAL.sub(r"\\\1", s).replace("\n", "  \n")
+
+
+def highlight(text: str, spans: list[tuple[int, int]], *, color: str = "red") -> str:
+    """Markdown for `text` with the code-point `spans` highlighted; all text escaped."""
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        start, end = max(start, pos), min(end, len(text))
+        if end <= start:
+            continue
+        out.append(md_escape(text[pos:start]))
+        out.append(f":{color}-background[**{md_escape(text[start:end])}**]")
+        pos = end
+    out.append(md_escape(text[pos:]))
+    return "".join(out)
+
+
+@st.cache_resource(show_spinner="Building the demo project (first start only)…")
+def _demo_config_file() -> str:
+    from metrics.workspace import build_demo
+
+    config, _ = build_demo()
+    return str(config.file)
+
+
+def config_file() -> str:
+    env = os.environ.get("LABELQA_PROJECT")
+    if env:
+        return str(find_config(env))
+    return _demo_config_file()
+
+
+@st.cache_resource(show_spinner=False)
+def _load(path: str, mtime: float) -> ProjectConfig:
+    return load_config(path)
+
+
+def project() -> ProjectConfig:
+    """The project config; a bad config stops the page with the error, not a traceback."""
+    try:
+        path = config_file()
+        return _load(path, Path(path).stat().st_mtime)
+    except ConfigError as exc:
+        st.error(f"The project config cannot be used: {exc}")
+        st.stop()
+    raise AssertionError("unreachable")
+
+
+def generation(config: ProjectConfig) -> int:
+    """The database's generation, or -1 when there is no database yet."""
+    if not config.database.exists():
+        return -1
+    try:
+        with store.open_db(config.database, read_only=True) as con:
+            return store.generation(con)
+    except store.DatabaseError as exc:
+        st.error(str(exc))
+        st.stop()
+    raise AssertionError("unreachable")
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _cached(fn_path: str, config_path: str, mtime: float, gen: int, args: tuple,
+            kwargs: tuple) -> Any:
+    module, name = fn_path.rsplit(".", 1)
+    fn = getattr(importlib.import_module(module), name)
+    config = _load(config_path, mtime)
+    with store.open_db(config.database, read_only=True) as con:
+        return fn(con, config, *args, **dict(kwargs))
+
+
+def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn(con, config, *args, **kwargs)` on a read-only connection, cached."""
+    path = config_file()
+    config = project()
+    gen = generation(config)
+    return _cached(f"{fn.__module__}.{fn.__qualname__}", path, Path(path).stat().st_mtime,
+                   gen, args, tuple(sorted(kwargs.items())))
+
+
+def has_data(config: ProjectConfig) -> bool:
+    return generation(config) > 0
+
+
+def empty_project(config: ProjectConfig) -> None:
+    """The empty state of every page: what is missing and how to get it."""
+    st.info(
+        f"No annotations in project **{md_escape(config.name)}** yet. Load an export "
+        f"on the **Data** page, or from a terminal:\n\n"
+        f"`labelqa ingest EXPORT.jsonl --project {config.root}`"
+    )
+
+
+def query_default(name: str, options: list, fallback: Any) -> Any:
+    value = st.query_params.get(name)
+    return value if value in options else fallback
+
+
+def week_picker(weeks: list[str], *, label: str = "ISO week") -> str:
+    """Sidebar week picker; the week lives in the URL (`?week=2026-W47`)."""
+    key = "week_picker"
+    options = list(reversed(weeks))
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = query_default("week", options, options[0])
+    week = st.sidebar.selectbox(label, options, key=key,
+                                help="Weeks are ISO weeks in the project's time zone.")
+    st.query_params["week"] = week
+    return week
+
+
+def sync_param(name: str, value: Any) -> None:
+    """Put a view setting in the URL (or drop it when empty) so the view can be shared."""
+    if value in (None, "", [], ()):
+        if name in st.query_params:
+            del st.query_params[name]
+    else:
+        st.query_params[name] = str(value)
+
+
+def fmt_rate(rate: float | None, digits: int = 1) -> str:
+    return "–" if rate is None else f"{rate * 100:.{digits}f}%"
+
+
+def fmt_ci(ci: Any, digits: int = 1) -> str:
+    if not ci or ci[0] is None:
+        return "CI –"
+    return f"95% CI {ci[0] * 100:.{digits}f}–{ci[1] * 100:.{digits}f}%"
+
+
+def status_badge(status: str | None) -> str:
+    return f"{STATUS_ICON.get(status, '⚪')} {STATUS_WORD.get(status, status)}"
+
+
+def page_header(title: str, caption: str) -> ProjectConfig:
+    st.set_page_config(page_title=f"labelqa · {title}", page_icon="🏷️", layout="wide")
+    config = project()
+    st.title(title)
+    st.caption(f"Project **{md_escape(config.name)}** · {caption}")
+    return config
