@@ -28,6 +28,7 @@ from metrics.weekly import (
     schema_week,
     week_of,
 )
+from metrics.workspace import ensure_derived
 
 __all__ = ["add_report_parser", "build_report", "fail_on", "format_text", "report_json"]
 
@@ -159,6 +160,7 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     config = load_config(args.project)
+    ensure_derived(config)
     with store.open_db(config.database, read_only=True) as con:
         report = build_report(con, config, week)
         swings = {}

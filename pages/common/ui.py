@@ -86,11 +86,21 @@ def generation(config: ProjectConfig) -> int:
         return -1
     try:
         with store.open_db(config.database, read_only=True) as con:
-            return store.generation(con)
+            gen = store.generation(con)
+        _derived_ready(str(config.file), config.file.stat().st_mtime, gen)
+        return gen
     except store.DatabaseError as exc:
         st.error(str(exc))
         st.stop()
     raise AssertionError("unreachable")
+
+
+@st.cache_resource(show_spinner="Rebuilding the agreement tables for the edited config…")
+def _derived_ready(config_path: str, mtime: float, gen: int) -> bool:
+    """Once per config edit and ingest: rebuild derived tables the config outdated."""
+    from metrics.workspace import ensure_derived
+
+    return ensure_derived(_load(config_path, mtime))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
