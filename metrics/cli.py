@@ -99,7 +99,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _ingest_kwargs(args: argparse.Namespace) -> dict:
-    return {"fmt": args.format, "progress": False if args.json or args.quiet else None}
+    import datetime as dt
+
+    from metrics.importers import ImportOptions
+
+    annotator = args.annotator.strip() if args.annotator is not None else None
+    if annotator == "":
+        raise UsageError("--annotator must not be empty")
+    if args.submitted_at is not None:
+        try:
+            dt.datetime.fromisoformat(args.submitted_at)
+        except ValueError:
+            raise UsageError(f"--submitted-at {args.submitted_at!r} is not an ISO 8601 date "
+                             "(e.g. 2026-01-05T09:00:00Z)") from None
+    options = ImportOptions(annotator=annotator, submitted_at=args.submitted_at,
+                            item_id=args.item_id)
+    return {"fmt": args.format, "progress": False if args.json or args.quiet else None,
+            "options": options}
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -172,7 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("exports", nargs="+", metavar="EXPORT")
         p.add_argument("--project", help="labelqa.toml or its folder")
-        p.add_argument("--format", choices=FORMATS, default="auto")
+        p.add_argument("--format", choices=FORMATS, default="auto",
+                       help="the export's format (default: detected from its content)")
+        p.add_argument("--annotator", metavar="NAME",
+                       help="annotator of files that name none (COCO; CVAT instead of the "
+                            "job assignee; Label Studio where completed_by is missing)")
+        p.add_argument("--submitted-at", metavar="ISO",
+                       help="submission time of files without one (COCO; CVAT instead of "
+                            "<dumped>; Label Studio where created_at is missing)")
+        p.add_argument("--item-id", choices=("basename", "tool"), default="basename",
+                       help="item ids: the image file's base name (default) or the tool's "
+                            "own id (Label Studio task, COCO image, CVAT image id)")
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)

@@ -132,19 +132,24 @@ def is_fresh(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> bool | No
     return row is not None and row[0] == config_fingerprint(config)
 
 
-def is_current(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> bool:
-    """True when every derived table exists, of this layout, built with this config."""
+def _tables_ready(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every derived table exists, of this layout (whatever config built them)."""
     if _missing_tables(con, DERIVED_TABLES):
         return False
     row = con.execute("SELECT value FROM d_meta WHERE key = 'layout'").fetchall()
-    return bool(row) and row[0][0] == DERIVED_LAYOUT and bool(is_fresh(con, config))
+    return bool(row) and row[0][0] == DERIVED_LAYOUT
+
+
+def is_current(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> bool:
+    """True when every derived table exists, of this layout, built with this config."""
+    return _tables_ready(con) and bool(is_fresh(con, config))
 
 
 def ensure(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> None:
     """Build the derived tables when they are missing or of an older layout (a database
     ingested before this module or this layout existed). A read-only connection cannot:
     a clear error says what to do."""
-    if is_current(con, config):
+    if _tables_ready(con):
         return
     try:
         con.execute("BEGIN TRANSACTION")

@@ -420,6 +420,11 @@ class Checker:
                             extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "withinImage",
                                   f"box {idx} [{x:g}, {y:g}, {w:g}, {h:g}] extends outside "
                                   f"the {width:g}x{height:g} image (1 px tolerance)")
+                elif not any(err[1].startswith(f"/boxes/{idx}") for err in errors):
+                    # Whatever the project's schema says, a box needs [x, y, w, h].
+                    extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "bboxFormat",
+                          f"box {idx} has no usable bbox (need [x, y, w, h] in pixels), "
+                          f"got {_short(bbox)}")
                 if label is not None:
                     box_labels.add(label)
                 n_boxes += 1
@@ -604,30 +609,50 @@ def file_sha256(path: Path) -> str:
 
 
 def readers() -> dict[str, Reader]:
-    return {"native": read_native}
+    """Every format's reader, called as `reader(path, on_bytes, *, options=...)`."""
+    from metrics.importers.coco import read_coco
+    from metrics.importers.cvat import read_cvat
+    from metrics.importers.labelstudio import read_labelstudio
+
+    return {"native": read_native, "labelstudio": read_labelstudio, "coco": read_coco,
+            "cvat": read_cvat}
 
 
-def resolve_reader(path: Path, fmt: str) -> tuple[str, Reader]:
+def resolve_reader(path: Path, fmt: str, options: Any = None,
+                   ) -> tuple[str, Reader]:
+    """The format of `path` (detected from its content when `fmt` is `auto`) and its
+    reader with `options` bound, callable as `reader(path, on_bytes)`."""
+    from functools import partial
+
+    from metrics.importers import ImportOptions
+    from metrics.importers.detect import detect_format
+
     available = readers()
     if fmt == "auto":
-        fmt = "native"
+        fmt = detect_format(path)
     if fmt not in available:
         raise FileUnusable(path, f"format {fmt!r} is not supported (use: "
                            f"{', '.join(sorted(available))})")
-    return fmt, available[fmt]
+    if fmt == "native":
+        return fmt, available[fmt]
+    return fmt, partial(available[fmt], options=options or ImportOptions())
 
 
 def check_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
-                progress: bool | None = None) -> IngestSummary:
-    """Dry run: every check of ingest, nothing written. Raises FileUnusable."""
+                progress: bool | None = None, options: Any = None,
+                ) -> IngestSummary:
+    """Dry run: every check of ingest, nothing written. Raises FileUnusable.
+
+    `options` (a `metrics.importers.ImportOptions`) supply what a tool's export lacks.
+    """
     summary = IngestSummary()
-    for p in paths:
-        path = Path(p)
-        _usable(path)
-        name, reader = resolve_reader(path, fmt)
-        fs = FileSummary(str(path), format=name)
+    from metrics.importers.detect import plan_exports
+
+    for unit, opts in plan_exports(config, [Path(p) for p in paths], fmt, options):
+        name, reader = resolve_reader(unit.path, unit.fmt, opts)
+        fs = FileSummary(unit.label, format=name)
         # Each file is checked on its own, as its own export would be.
-        process_file(path, Checker(config), fs, reader=reader, sink=None, export_id=0,
+        process_file(unit.path, Checker(config), fs, reader=reader, sink=None, export_id=0,
                      next_key=0, progress=progress)
         summary.files.append(fs)
     return summary
@@ -636,32 +661,42 @@ def check_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str 
 def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
                  progress: bool | None = None,
                  after_load: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                 options: Any = None,
                  ) -> IngestSummary:
     """Load exports into the project database, one transaction per file.
 
     Raises FileUnusable for a file that cannot be used; files before it stay loaded.
     `after_load` runs inside each file's transaction (derived tables are rebuilt there,
-    so readers never see new rows without their derived numbers).
+    so readers never see new rows without their derived numbers). `options` (a
+    `metrics.importers.ImportOptions`) supply what a tool's export lacks (annotator,
+    time) and how items are named; COCO captions files merge into their instances file.
     """
-    paths = [Path(p) for p in paths]
-    for path in paths:
-        _usable(path)
+    from metrics.importers.detect import plan_exports
+
+    plan = plan_exports(config, [Path(p) for p in paths], fmt, options)
     summary = IngestSummary()
     config.database.parent.mkdir(parents=True, exist_ok=True)
     with store.open_db(config.database) as con:
-        for path in paths:
+        for unit, opts in plan:
             summary.files.append(
-                _ingest_one(con, config, path, fmt=fmt, progress=progress,
-                            after_load=after_load)
+                _ingest_one(con, config, unit.path, fmt=unit.fmt, progress=progress,
+                            after_load=after_load, options=opts)
             )
     return summary
 
 
 def _ingest_one(con: duckdb.DuckDBPyConnection, config: ProjectConfig, path: Path, *,
-                fmt: str, progress: bool | None, after_load) -> FileSummary:
-    name, reader = resolve_reader(path, fmt)
+                fmt: str, progress: bool | None, after_load,
+                options: Any = None) -> FileSummary:
+    merged = tuple(options.merge) if options is not None else ()
+    name, reader = resolve_reader(path, fmt, options)
     sha = file_sha256(path)
-    fs = FileSummary(str(path), format=name)
+    if merged:
+        # A merged export (COCO instances + captions) is one export: its identity is
+        # the content of all its files.
+        sha = hashlib.sha256("+".join([sha, *map(file_sha256, merged)]).encode()).hexdigest()
+    label = " + ".join(str(p) for p in (path, *merged))
+    fs = FileSummary(label, format=name)
     row = con.execute(
         "SELECT records FROM exports WHERE sha256 = $sha LIMIT 1", {"sha": sha}
     ).fetchone()
@@ -701,8 +736,10 @@ def _ingest_one(con: duckdb.DuckDBPyConnection, config: ProjectConfig, path: Pat
             """INSERT INTO exports VALUES ($id, $path, $name, $sha, $fmt, $size, now(),
                $records, $loaded, $dups, $quar, $skipped_records, $new_versions, $boxes,
                $skipped, $by_role)""",
-            {"id": export_id, "path": str(path.resolve()), "name": path.name, "sha": sha,
-             "fmt": name, "size": path.stat().st_size, "records": fs.records,
+            {"id": export_id, "path": str(path.resolve()),
+             "name": " + ".join(p.name for p in (path, *merged)), "sha": sha,
+             "fmt": name, "size": sum(p.stat().st_size for p in (path, *merged)),
+             "records": fs.records,
              "loaded": fs.loaded, "dups": fs.duplicates, "quar": fs.quarantined,
              "skipped_records": fs.skipped_records, "new_versions": fs.new_versions,
              "boxes": fs.boxes, "skipped": json.dumps(dict(fs.skipped)),

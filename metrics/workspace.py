@@ -21,10 +21,39 @@ def _refresher(config: ProjectConfig):
 
 
 def ingest(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
-           progress: bool | None = None) -> IngestSummary:
-    """Ingest exports and rebuild the derived weekly tables in the same transaction."""
+           progress: bool | None = None, options=None) -> IngestSummary:
+    """Ingest exports and rebuild the derived weekly tables in the same transaction.
+
+    `options` (a `metrics.importers.ImportOptions`) supply what a tool's export lacks
+    (annotator, time) and how items are named.
+    """
     return ingest_files(config, paths, fmt=fmt, progress=progress,
-                        after_load=_refresher(config))
+                        after_load=_refresher(config), options=options)
+
+
+def ensure_derived(config: ProjectConfig) -> bool:
+    """Rebuild the derived tables when the config they depend on changed (labels,
+    fields, thresholds, sample) or they predate this version; True when rebuilt.
+
+    Readers open the database read-only, so this takes the write lock briefly first.
+    """
+    from metrics import derived
+
+    if not config.database.exists():
+        return False
+    with store.open_db(config.database, read_only=True) as con:
+        if derived.is_current(con, config):
+            return False
+    with store.open_db(config.database) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            derived.refresh(con, config)
+            store.bump_generation(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return True
 
 
 def demo_dir() -> Path:

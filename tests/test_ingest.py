@@ -337,14 +337,14 @@ def test_random_lines_never_crash_or_vanish(project, lines):
     path.write_bytes(b"\n".join(lines))
     non_blank = sum(1 for line in lines if line.strip())
     try:
-        dry = check_files(project.config, [path], progress=False).files[0]
+        dry = check_files(project.config, [path], fmt="native", progress=False).files[0]
     except FileUnusable:
         with pytest.raises(FileUnusable):  # refused as a whole by ingest too
-            project.ingest(path)
+            project.ingest(path, fmt="native")
         return
     assert dry.records == non_blank
     _balanced(dry)
-    fs = project.ingest(path).files[0]
+    fs = project.ingest(path, fmt="native").files[0]
     _balanced(fs)
     assert fs.records == non_blank
     if fs.already_ingested:
@@ -357,3 +357,18 @@ def test_random_lines_never_crash_or_vanish(project, lines):
                               [eid]).fetchall()[0][0]
     con.close()
     assert (stored, quarantined) == (fs.loaded, fs.quarantined)
+
+
+def test_box_without_usable_bbox_is_a_contract_error_whatever_the_schema(project):
+    schema = json.loads((project.root / "contract.schema.json").read_text())
+    del schema["properties"]["boxes"]  # a permissive contract
+    (project.root / "contract.schema.json").write_text(json.dumps(schema))
+    rec = record(item="i1", boxes=[{"label": "car", "bbox": None},
+                                   {"label": "car", "bbox": [1, 2, 3]},
+                                   {"label": "car", "bbox": [1, 1, 5, 5]}])
+    fs = project.ingest(project.write("w.jsonl", [rec])).files[0]
+    assert fs.errors_by == {("/boxes/*/bbox", "bboxFormat"): 2}
+    con = project.connect()
+    rows = con.execute("SELECT box_idx, matchable FROM boxes ORDER BY 1").fetchall()
+    con.close()
+    assert rows == [(0, False), (1, False), (2, True)]
