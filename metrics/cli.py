@@ -122,7 +122,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from metrics.workspace import ingest
 
     config = load_config(args.project)
-    summary = ingest(config, args.exports, **_ingest_kwargs(args))
+    summary = ingest(config, args.exports, **_ingest_kwargs(args),
+                     on_wait=lambda msg: print(f"labelqa ingest: {msg}", file=sys.stderr))
     if args.json:
         _print_json(summary.to_json())
     else:

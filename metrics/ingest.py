@@ -21,7 +21,9 @@ import datetime as dt
 import hashlib
 import json
 import math
+import os
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -662,100 +664,197 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
                  progress: bool | None = None,
                  after_load: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
                  options: Any = None,
+                 on_wait: Callable[[str], None] | None = None,
                  ) -> IngestSummary:
     """Load exports into the project database, one transaction per file.
+
+    Each file is parsed, checked and staged into a private DuckDB file without touching
+    the project database; only the final move into it (dedupe, versions, derived tables)
+    holds the write lock, in one transaction. Dashboards reading meanwhile keep working;
+    a failure, Ctrl-C or a killed process leaves the database as it was.
 
     Raises FileUnusable for a file that cannot be used; files before it stay loaded.
     `after_load` runs inside each file's transaction (derived tables are rebuilt there,
     so readers never see new rows without their derived numbers). `options` (a
     `metrics.importers.ImportOptions`) supply what a tool's export lacks (annotator,
     time) and how items are named; COCO captions files merge into their instances file.
+    `on_wait` is told when the write lock is busy (the CLI prints it).
     """
     from metrics.importers.detect import plan_exports
 
     plan = plan_exports(config, [Path(p) for p in paths], fmt, options)
     summary = IngestSummary()
     config.database.parent.mkdir(parents=True, exist_ok=True)
-    with store.open_db(config.database) as con:
-        for unit, opts in plan:
-            summary.files.append(
-                _ingest_one(con, config, unit.path, fmt=unit.fmt, progress=progress,
-                            after_load=after_load, options=opts)
-            )
+    if not config.database.exists():
+        store.connect(config.database).close()  # create the layout
+    _clear_stale_stages(config.database)
+    for unit, opts in plan:
+        summary.files.append(
+            _ingest_one(config, unit.path, fmt=unit.fmt, progress=progress,
+                        after_load=after_load, options=opts, on_wait=on_wait)
+        )
     return summary
 
 
-def _ingest_one(con: duckdb.DuckDBPyConnection, config: ProjectConfig, path: Path, *,
-                fmt: str, progress: bool | None, after_load,
-                options: Any = None) -> FileSummary:
-    merged = tuple(options.merge) if options is not None else ()
-    name, reader = resolve_reader(path, fmt, options)
+def _stage_dir(database: Path) -> Path:
+    return database.parent / f".{database.name}.staging"
+
+
+def _clear_stale_stages(database: Path) -> None:
+    """Remove staging files of ingests that died (SIGKILL, power loss)."""
+    folder = _stage_dir(database)
+    if not folder.is_dir():
+        return
+    for f in folder.glob("stage-*.duckdb*"):
+        pid = f.name.split("-")[1].split(".")[0]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            f.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def _export_identity(path: Path, merged: tuple[Path, ...]) -> str:
     sha = file_sha256(path)
     if merged:
         # A merged export (COCO instances + captions) is one export: its identity is
         # the content of all its files.
         sha = hashlib.sha256("+".join([sha, *map(file_sha256, merged)]).encode()).hexdigest()
-    label = " + ".join(str(p) for p in (path, *merged))
-    fs = FileSummary(label, format=name)
-    row = con.execute(
-        "SELECT records FROM exports WHERE sha256 = $sha LIMIT 1", {"sha": sha}
-    ).fetchone()
-    if row is not None:
-        fs.already_ingested = True
-        fs.records = fs.duplicates = row[0]
-        return fs
+    return sha
 
-    for tname, cols in store.TABLES.items():
-        con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
-        con.execute(store.table_ddl(f"stage_{tname}", cols, temp=True))
-    known = {r[0]: (r[1], r[2]) for r in con.execute(
-        "SELECT item_id, image_width, image_height FROM items"
-    ).fetchall()}
+
+def _ingest_one(config: ProjectConfig, path: Path, *, fmt: str, progress: bool | None,
+                after_load, options: Any = None,
+                on_wait: Callable[[str], None] | None = None) -> FileSummary:
+    merged = tuple(options.merge) if options is not None else ()
+    name, reader = resolve_reader(path, fmt, options)
+    sha = _export_identity(path, merged)
+    fs = FileSummary(" + ".join(str(p) for p in (path, *merged)), format=name)
+
+    def already(con: duckdb.DuckDBPyConnection) -> bool:
+        row = con.execute("SELECT records FROM exports WHERE sha256 = $sha LIMIT 1",
+                          {"sha": sha}).fetchall()
+        if row:
+            fs.already_ingested = True
+            fs.records, fs.duplicates = row[0][0], row[0][0]
+        return bool(row)
+
+    # 1. A snapshot of what the check needs, under a shared (read-only) lock.
+    with store.open_db(config.database, read_only=True, wait_s=3600.0,
+                       on_wait=on_wait) as con:
+        if already(con):
+            return fs
+        known = {r[0]: (r[1], r[2]) for r in con.execute(
+            "SELECT item_id, image_width, image_height FROM items").fetchall()}
+
+    # 2. Parse, check and stage into a private file: no lock on the project database.
+    stage_dir = _stage_dir(config.database)
+    stage_dir.mkdir(exist_ok=True)
+    stage_path = stage_dir / f"stage-{os.getpid()}-{time.monotonic_ns()}.duckdb"
     checker = Checker(config, known)
-    con.execute("BEGIN TRANSACTION")
     try:
-        export_id = con.execute(
-            "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchone()[0]
-        first_key = con.execute(
-            "SELECT coalesce(max(ann_key), 0) + 1 FROM annotations").fetchone()[0]
+        t0 = time.perf_counter()
+        with duckdb.connect(str(stage_path)) as stage:
+            for tname, cols in store.TABLES.items():
+                stage.execute(store.table_ddl(f"stage_{tname}", cols))
 
-        def sink(batch: _Batch) -> None:
-            for tname, cols in (("annotations", batch.ann), ("boxes", batch.box),
-                                ("contract_errors", batch.err), ("violations", batch.vio),
-                                ("quarantine", batch.bad)):
-                if not cols[next(iter(cols))]:
-                    continue
-                batch_tbl = pa.Table.from_pydict(cols, schema=_SCHEMAS[tname])  # noqa: F841
-                # DuckDB reads the local Arrow table by name (replacement scan).
-                con.execute(f"INSERT INTO stage_{tname} BY NAME SELECT * FROM batch_tbl")
+            def sink(batch: _Batch) -> None:
+                for tname, cols in (("annotations", batch.ann), ("boxes", batch.box),
+                                    ("contract_errors", batch.err),
+                                    ("violations", batch.vio), ("quarantine", batch.bad)):
+                    if not cols[next(iter(cols))]:
+                        continue
+                    batch_tbl = pa.Table.from_pydict(cols, schema=_SCHEMAS[tname])  # noqa: F841
+                    # DuckDB reads the local Arrow table by name (replacement scan).
+                    stage.execute(f"INSERT INTO stage_{tname} BY NAME SELECT * FROM batch_tbl")
 
-        process_file(path, checker, fs, reader=reader, sink=sink, export_id=export_id,
-                     next_key=first_key, progress=progress)
-        _finalize(con, checker, fs)
-        con.execute(
-            """INSERT INTO exports VALUES ($id, $path, $name, $sha, $fmt, $size, now(),
-               $records, $loaded, $dups, $quar, $skipped_records, $new_versions, $boxes,
-               $skipped, $by_role)""",
-            {"id": export_id, "path": str(path.resolve()),
-             "name": " + ".join(p.name for p in (path, *merged)), "sha": sha,
-             "fmt": name, "size": sum(p.stat().st_size for p in (path, *merged)),
-             "records": fs.records,
-             "loaded": fs.loaded, "dups": fs.duplicates, "quar": fs.quarantined,
-             "skipped_records": fs.skipped_records, "new_versions": fs.new_versions,
-             "boxes": fs.boxes, "skipped": json.dumps(dict(fs.skipped)),
-             "by_role": json.dumps(dict(fs.by_role))},
-        )
-        if after_load is not None:
-            after_load(con)
-        store.bump_generation(con)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            # Keys are local (1..n) here; the commit shifts them past the stored ones.
+            process_file(path, checker, fs, reader=reader, sink=sink, export_id=0,
+                         next_key=1, progress=progress)
+            stage.execute("CHECKPOINT")
+        staged_s = time.perf_counter() - t0
+
+        # 3. The move into the project database: the only part under the write lock.
+        t1 = time.perf_counter()
+        with store.open_db(config.database, wait_s=3600.0, on_wait=on_wait) as con:
+            lock_wait_s = time.perf_counter() - t1
+            if already(con):  # a concurrent ingest of the same file won the race
+                fs.loaded = fs.quarantined = fs.skipped_records = 0
+                return fs
+            _commit(con, config, checker, fs, stage_path=stage_path, sha=sha, path=path,
+                    merged=merged, fmt=name, after_load=after_load,
+                    timings=(staged_s, lock_wait_s, t1))
     finally:
-        for tname in store.TABLES:
-            con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+        for f in stage_dir.glob(stage_path.name + "*"):
+            f.unlink(missing_ok=True)
     return fs
+
+
+def _commit(con: duckdb.DuckDBPyConnection, config: ProjectConfig, checker: Checker,
+            fs: FileSummary, *, stage_path: Path, sha: str, path: Path,
+            merged: tuple[Path, ...], fmt: str, after_load, timings) -> None:
+    staged_s, lock_wait_s, t1 = timings
+    con.execute(f"ATTACH '{_sql_path(stage_path)}' AS stg (READ_ONLY)")
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            export_id = con.execute(
+                "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
+            base = con.execute(
+                "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
+            for tname in store.TABLES:
+                if tname == "quarantine":
+                    expr, params = "$eid AS export_id", {"eid": export_id}
+                elif tname == "annotations":
+                    expr = "ann_key + $base AS ann_key, $eid AS export_id"
+                    params = {"eid": export_id, "base": base}
+                else:
+                    expr, params = "ann_key + $base AS ann_key", {"base": base}
+                con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
+                            f"SELECT * REPLACE ({expr}) FROM stg.stage_{tname}", params)
+            checker.new_items = {k: (w, h, key + base)
+                                 for k, (w, h, key) in checker.new_items.items()}
+            _finalize(con, checker, fs)
+            con.execute(
+                """INSERT INTO exports BY NAME SELECT
+                   $id AS export_id, $path AS path, $name AS name, $sha AS sha256,
+                   $fmt AS format, $size AS size_bytes, now() AS ingested_at,
+                   $records AS records, $loaded AS loaded, $dups AS duplicates,
+                   $quar AS quarantined, $skipped_records AS skipped_records,
+                   $new_versions AS new_versions, $boxes AS boxes,
+                   $skipped::JSON AS skipped, $by_role::JSON AS by_role,
+                   $staged AS stage_seconds, $wait AS lock_wait_seconds""",
+                {"id": export_id, "path": str(path.resolve()),
+                 "name": " + ".join(p.name for p in (path, *merged)), "sha": sha,
+                 "fmt": fmt, "size": sum(p.stat().st_size for p in (path, *merged)),
+                 "records": fs.records, "loaded": fs.loaded, "dups": fs.duplicates,
+                 "quar": fs.quarantined, "skipped_records": fs.skipped_records,
+                 "new_versions": fs.new_versions, "boxes": fs.boxes,
+                 "skipped": json.dumps(dict(fs.skipped)),
+                 "by_role": json.dumps(dict(fs.by_role)),
+                 "staged": staged_s, "wait": lock_wait_s},
+            )
+            if after_load is not None:
+                after_load(con)
+            store.bump_generation(con)
+            con.execute("UPDATE exports SET commit_seconds = $s WHERE export_id = $id",
+                        {"s": time.perf_counter() - t1 - lock_wait_s, "id": export_id})
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            for tname in store.TABLES:
+                con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+    finally:
+        con.execute("DETACH stg")
+
+
+def _sql_path(path: Path) -> str:
+    # ATTACH takes a literal, not a parameter; the path is ours (pid + clock), but quote
+    # it properly anyway.
+    return str(path).replace("'", "''")
 
 
 def _finalize(con: duckdb.DuckDBPyConnection, checker: Checker, fs: FileSummary) -> None:

@@ -11,11 +11,21 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+
+# Upgrades from each older layout to the next, applied in place in one transaction.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: ingest timings per export (staging, waiting for the lock, committing).
+    1: (
+        "ALTER TABLE exports ADD COLUMN stage_seconds DOUBLE",
+        "ALTER TABLE exports ADD COLUMN lock_wait_seconds DOUBLE",
+        "ALTER TABLE exports ADD COLUMN commit_seconds DOUBLE",
+    ),
+}
 APP_ID = "labelqa"
 
 # Column order matters: ingest builds Arrow batches in exactly this order.
@@ -112,7 +122,10 @@ CREATE TABLE IF NOT EXISTS exports (
     new_versions INTEGER NOT NULL,
     boxes INTEGER NOT NULL,
     skipped JSON,
-    by_role JSON
+    by_role JSON,
+    stage_seconds DOUBLE,
+    lock_wait_seconds DOUBLE,
+    commit_seconds DOUBLE
 )
 """
 
@@ -158,52 +171,73 @@ def _create_views(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _check_layout(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _layout_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
+    """The layout version of an existing labelqa database, None for a new, empty file."""
     tables = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
     ).fetchall()}
     if not tables:
-        return
+        return None
     if "meta" not in tables:
-        raise DatabaseError(f"{path}: not a labelqa database (no meta table)")
+        raise DatabaseError(f"{path}: not a labelqa database (it has tables but no "
+                            "labelqa metadata); point [project] database at another file")
     meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("app") != APP_ID:
         raise DatabaseError(f"{path}: not a labelqa database")
-    version = int(meta.get("layout_version", "0"))
+    try:
+        version = int(meta.get("layout_version", ""))
+    except ValueError:
+        raise DatabaseError(f"{path}: unreadable layout version "
+                            f"{meta.get('layout_version')!r}") from None
     if version > LAYOUT_VERSION:
         raise DatabaseError(
             f"{path}: written by a newer labelqa (layout {version}, this one reads up to "
             f"{LAYOUT_VERSION}); upgrade labelqa"
         )
+    return version
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        while version < LAYOUT_VERSION:
+            for sql in MIGRATIONS[version]:
+                con.execute(sql)
+            version += 1
+        con.execute("UPDATE meta SET value = $v WHERE key = 'layout_version'",
+                    {"v": str(version)})
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def connect(path: Path | str, *, read_only: bool = False, wait_s: float = 30.0,
+            on_wait: Callable[[str], None] | None = None,
             ) -> duckdb.DuckDBPyConnection:
-    """Open the project database, creating its layout when writable and new.
+    """Open the project database, creating its layout when writable and new, and
+    upgrading an older layout in place.
 
-    A lock held by another process (an ingest) is waited for up to `wait_s` seconds.
+    A lock held by another process (an ingest, or readers when writing) is waited for
+    up to `wait_s` seconds; `on_wait` is told once that we are waiting. A database of
+    an older layout opened read-only is upgraded first (briefly writable).
     """
     path = Path(path)
     if read_only and not path.exists():
         raise DatabaseError(f"{path}: no database yet; run `labelqa ingest` first")
-    deadline = time.monotonic() + wait_s
-    delay = 0.05
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "lock" not in text.lower() or time.monotonic() > deadline:
-                if "lock" in text.lower():
-                    raise DatabaseError(f"{path}: locked by another process: {text}") from None
-                raise DatabaseError(f"{path}: cannot open: {text}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        except duckdb.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+    con = _open_waiting(path, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
     try:
-        _check_layout(con, path)
+        version = _layout_version(con, path)
+        if version is not None and version < LAYOUT_VERSION:
+            if read_only:
+                con.close()
+                with _open_waiting(path, read_only=False, wait_s=wait_s,
+                                   on_wait=on_wait) as rw:
+                    if (_layout_version(rw, path) or LAYOUT_VERSION) < LAYOUT_VERSION:
+                        _upgrade(rw, _layout_version(rw, path))
+                con = _open_waiting(path, read_only=True, wait_s=wait_s, on_wait=on_wait)
+            else:
+                _upgrade(con, version)
         if not read_only:
             create_layout(con)
     except BaseException:
@@ -212,9 +246,36 @@ def connect(path: Path | str, *, read_only: bool = False, wait_s: float = 30.0,
     return con
 
 
+def _open_waiting(path: Path, *, read_only: bool, wait_s: float,
+                  on_wait: Callable[[str], None] | None) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    told = False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower():
+                raise DatabaseError(f"{path}: cannot open: {text}") from None
+            if time.monotonic() > deadline:
+                raise DatabaseError(
+                    f"{path}: still locked by another process after {wait_s:.0f} s "
+                    "(an ingest, or a dashboard reading); try again") from None
+            if on_wait is not None and not told:
+                on_wait(f"{path.name} is in use by another process; waiting for it…")
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        except duckdb.Error as exc:
+            raise DatabaseError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+
+
 @contextmanager
-def open_db(path: Path | str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(path, read_only=read_only)
+def open_db(path: Path | str, *, read_only: bool = False, wait_s: float = 30.0,
+            on_wait: Callable[[str], None] | None = None,
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
     try:
         yield con
     finally:

@@ -21,14 +21,14 @@ def _refresher(config: ProjectConfig):
 
 
 def ingest(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
-           progress: bool | None = None, options=None) -> IngestSummary:
+           progress: bool | None = None, options=None, on_wait=None) -> IngestSummary:
     """Ingest exports and rebuild the derived weekly tables in the same transaction.
 
     `options` (a `metrics.importers.ImportOptions`) supply what a tool's export lacks
     (annotator, time) and how items are named.
     """
     return ingest_files(config, paths, fmt=fmt, progress=progress,
-                        after_load=_refresher(config), options=options)
+                        after_load=_refresher(config), options=options, on_wait=on_wait)
 
 
 def ensure_derived(config: ProjectConfig) -> bool:
