@@ -744,11 +744,14 @@ def _build_text(con, config: ProjectConfig) -> None:
     from rapidfuzz.distance import Levenshtein
 
     rows = con.execute(
-        """SELECT p.pair_id, fa.field, fa.norm AS a, fb.norm AS b
-        FROM d_pairs p
-        JOIN _d_free fa ON fa.ann_key = p.ann_key_a
-        JOIN _d_free fb ON fb.ann_key = p.ann_key_b AND fb.field = fa.field
-        ORDER BY p.pair_id, fa.field"""
+        # Materialized one side at a time: left to the optimizer, the two joins on
+        # _d_free were once planned as a field = field cross product (quadratic).
+        """WITH side_a AS MATERIALIZED (
+            SELECT p.pair_id, p.ann_key_b, fa.field, fa.norm
+            FROM d_pairs p JOIN _d_free fa ON fa.ann_key = p.ann_key_a)
+        SELECT s.pair_id, s.field, s.norm AS a, fb.norm AS b
+        FROM side_a s JOIN _d_free fb ON fb.ann_key = s.ann_key_b AND fb.field = s.field
+        ORDER BY s.pair_id, s.field"""
     ).fetchnumpy()
     a = rows["a"].tolist()
     b = rows["b"].tolist()

@@ -166,7 +166,19 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         swings = {}
         if args.fail_on or not args.json:
             swings = report_swings(con, config, report["week"])
-    if args.json:
+    if getattr(args, "html", None):
+        from metrics.html_report import render_html
+
+        with store.open_db(config.database, read_only=True) as con:
+            page = render_html(con, config, report["week"])
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(page)
+        except OSError as exc:
+            raise UsageError(f"{args.html}: cannot write the HTML report: "
+                             f"{exc.strerror or exc}") from None
+        out.write(f"wrote the {report['week']} report to {args.html}\n")
+    elif args.json:
         out.write(report_json(report) + "\n")
     else:
         out.write(format_text(report, project=config.name, swings=swings))
@@ -180,11 +192,14 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
 
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `report [--project P] [--week W] [--json] [--fail-on amber|red]`."""
+    """Add `report [--project P] [--week W] [--json | --html FILE] [--fail-on amber|red]`."""
     p = subparsers.add_parser("report", help="the weekly report of one week")
     p.add_argument("--project", help="labelqa.toml or its folder")
     p.add_argument("--week", help="ISO week such as 2026-W47 (default: latest with data)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--html", metavar="FILE",
+                      help="write one self-contained HTML file (charts inline)")
     p.add_argument("--fail-on", choices=FAIL_LEVELS, dest="fail_on",
                    help="exit 1 when a metric crosses this level or swings up")
     p.set_defaults(func=cmd_report)
