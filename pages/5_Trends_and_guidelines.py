@@ -1,0 +1,214 @@
+"""Trends and guideline changes: each metric's weekly series with its CI band, p-chart
+control limits and swing flags, a marker at each guideline version; before/after a
+change (difference with CI and p-value, alpha per kind); stale labels per field with a
+CSV of the affected annotations.
+
+URL: ?week=2026-W47&span=12&change=v2&k=4&stale=weather
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from metrics import overview, store, weekly
+from metrics.html_report import trend_figure
+from pages.common import ui
+
+P = "trends_"  # page prefix of session keys
+SPANS = {"12": "last 12 weeks with data (the report's)", "26": "last 26 weeks",
+         "52": "last 52 weeks", "all": "every week"}
+METRICS = [  # (series prefix, metric key, title)
+    ("schema", "schema_error_rate", "Schema error rate"),
+    ("policy", "policy_violation_rate", "Text policy violation rate"),
+    ("visual", "visual_disagreement_rate", "Visual disagreement on the stable sample"),
+]
+RELABEL_ADVICE = {
+    "none": "none: the older labels stay valid",
+    "filter": "filter: drop or fix the older labels that break the new rule",
+    "relabel": "relabel: send the older items back for labeling",
+}
+
+
+def safe_call(fn, *args, **kwargs):
+    """ui.call; an unreadable database stops the page with the reason, not a traceback."""
+    try:
+        return ui.call(fn, *args, **kwargs)
+    except store.DatabaseError as exc:
+        if "lock" in str(exc).lower():
+            st.info("⏳ The database is updating (an ingest is writing): reload in a moment.")
+        else:
+            st.error(f"The database cannot be read: {exc}")
+        st.stop()
+    except RuntimeError as exc:
+        st.warning(str(exc))
+        st.stop()
+
+
+def url_select(label: str, options: list, *, param: str, default, container=st,
+               format_func=str, help: str | None = None, keep_default: bool = False):
+    """A selectbox whose value lives in the URL (`?param=value`; the default left out
+    unless `keep_default`, for a default that depends on the data)."""
+    key = P + param
+    if st.session_state.get(key) not in options:
+        raw = st.query_params.get(param)
+        match = [o for o in options if str(o) == raw]
+        st.session_state[key] = match[0] if match else default
+    value = container.selectbox(label, options, key=key, format_func=format_func, help=help)
+    ui.sync_param(param, None if value == default and not keep_default else value)
+    return value
+
+
+def fmt_pp(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f} pp"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+config = ui.page_header("Trends and guideline changes",
+                        "weekly series with control limits; did the guideline change help?")
+if not ui.has_data(config):
+    ui.empty_project(config)
+    st.stop()
+weeks = safe_call(overview.available_weeks)
+if not weeks:
+    ui.empty_project(config)
+    st.stop()
+week = ui.week_picker(weeks, label="ISO week (the series ends here)")
+span = url_select("Weeks shown", list(SPANS), param="span", default="12",
+                  container=st.sidebar, format_func=SPANS.get,
+                  help="The p-chart centre and limits are computed over the weeks shown.")
+trend = safe_call(weekly.series, last=None if span == "all" else int(span), until=week)
+log = weekly.guideline_log(config)
+
+# -- series -------------------------------------------------------------------------------
+st.subheader("Weekly series")
+st.caption("Shaded band: 95% CI (Wilson for schema and policy, item bootstrap for visual). "
+           "Dashed: p̄, the rate over the weeks shown; dotted: p-chart limits p̄ ± "
+           "3·√(p̄(1 − p̄)/n). ▲/▼ a swing outside them. Purple lines: guideline versions. "
+           "The selected week is shaded.")
+if len(trend) < 2:
+    st.info(f"Only {len(trend)} week with data up to {week}: trends need at least two "
+            "weeks. Ingest more weeks of exports, or pick a later week.")
+for prefix, key, title in METRICS:
+    amber, red = config.threshold(key)
+    st.plotly_chart(
+        trend_figure(trend, prefix, title=f"{title} by week", guidelines=log,
+                     thresholds=(amber, red), week=week, height=430),
+        key=P + "chart_" + prefix)
+    swings = [f"{w} {s}" for w, s in zip(trend["week"], trend[f"{prefix}_swing"],
+                                        strict=True) if s]
+    st.caption(f"{title}: " + (f"swings in {', '.join(swings)}." if swings
+                               else "no week outside the control limits."))
+
+# -- guideline changes --------------------------------------------------------------------
+st.subheader("Guideline changes")
+if not log:
+    st.info("No guideline versions in this project: add `[[guideline]]` entries (version, "
+            "effective date, summary, fields, relabel) to labelqa.toml to mark changes on "
+            "the charts and compare before and after.")
+    st.stop()
+st.dataframe(
+    pd.DataFrame([{**g, "fields": ", ".join(g["fields"])} for g in log],
+                 columns=["version", "effective", "week", "summary", "fields", "relabel"]),
+    hide_index=True, key=P + "log",
+    column_config={"week": "ISO week", "summary": st.column_config.TextColumn(width="large"),
+                   "fields": "fields touched", "relabel": "advice for older labels"})
+
+versions = [g["version"] for g in log]
+past = [g["version"] for g in log if g["week"] <= week]
+c1, c2 = st.columns([3, 1])
+change = url_select("Compare before and after the change to", versions, param="change",
+                    default=(past or versions)[-1], container=c1, keep_default=True,
+                    format_func=lambda v: next(f"{g['version']} (effective {g['effective']}"
+                                               f", {g['week']}): {g['summary']}"
+                                               for g in log if g["version"] == v))
+k = url_select("Weeks on each side", list(range(1, 9)), param="k", default=4, container=c2,
+               help="The k ISO weeks before the week containing the effective date "
+                    "against the k weeks after it; that week itself is left out.")
+ba = safe_call(weekly.before_after, change, k=k)
+st.caption(f"Before: {ba['before_weeks'][0]} – {ba['before_weeks'][-1]} · after: "
+           f"{ba['after_weeks'][0]} – {ba['after_weeks'][-1]} · {ba['week']} (the change's "
+           "week) left out. Differences are after − before with Newcombe's 95% CI and a "
+           "pooled two-proportion z-test.")
+names = {key: title for _, key, title in METRICS}
+for col, (key, res) in zip(st.columns(len(ba["metrics"])), ba["metrics"].items(),
+                           strict=True):
+    with col, st.container(border=True):
+        before, after = res["before"], res["after"]
+        st.metric(f"{names.get(key, key)}, after", ui.fmt_rate(after["rate"]),
+                  delta=None if res["diff"] is None else fmt_pp(res["diff"]),
+                  delta_color="inverse",
+                  delta_description=f"from {ui.fmt_rate(before['rate'])} before")
+        if res["diff_ci"]:
+            st.markdown(f"**{fmt_pp(res['diff'])}** (95% CI {fmt_pp(res['diff_ci'][0])} to "
+                        f"{fmt_pp(res['diff_ci'][1])}) · {fmt_p(res['p_value'])}")
+        unit = "box units" if key == "visual_disagreement_rate" else "annotations"
+        st.caption(f"before {before['events']:,} of {before['units']:,} {unit}; after "
+                   f"{after['events']:,} of {after['units']:,}"
+                   + (f" · {ui.md_escape(res['reason'])}" if res["reason"] else ""))
+
+alpha = ba.get("alpha", [])
+if alpha:
+    st.markdown("**Agreement (Krippendorff's alpha) before and after, per kind**")
+    st.dataframe(
+        pd.DataFrame([{
+            "kind": a["kind"] + (f" · {a['field']}" if a["field"] else ""),
+            "alpha before": a["before"]["alpha"], "items before": a["before"]["items"],
+            "alpha after": a["after"]["alpha"], "items after": a["after"]["items"],
+            "difference": a["diff"],
+            "95% CI": (f"{a['diff_ci'][0]:+.3f} to {a['diff_ci'][1]:+.3f}"
+                       if a["diff_ci"] else "–"),
+            "note": a["reason"] or "",
+        } for a in alpha]),
+        hide_index=True, key=P + "alpha",
+        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                       for c in ("alpha before", "alpha after", "difference")})
+    st.caption("Alpha: 1 is perfect agreement, 0 chance level. The difference's interval is "
+               "an item bootstrap ([agreement] bootstrap resamples).")
+
+# -- stale labels -------------------------------------------------------------------------
+st.subheader("Stale labels: legal but outdated")
+stale = safe_call(weekly.stale_labels)
+if not stale:
+    st.info("No guideline change names the fields it touched: add `fields = [...]` to the "
+            "`[[guideline]]` entries to find labels made under an older version.")
+    st.stop()
+st.dataframe(
+    pd.DataFrame([{
+        "field": s["field"], "changed by": f"{s['version']} ({s['effective']})",
+        "summary": s["summary"], "stale": s["stale"], "annotations": s["annotations"],
+        "share stale": s["stale_share"], "older versions": ", ".join(s["stale_versions"]),
+        "unknown version": s["unknown_version"],
+        "advice": RELABEL_ADVICE.get(s["relabel"], s["relabel"]),
+    } for s in stale]),
+    hide_index=True, key=P + "stale_table",
+    column_config={"share stale": st.column_config.ProgressColumn(
+        "share stale", format="percent", min_value=0.0, max_value=1.0),
+        "annotations": st.column_config.NumberColumn("annotations with the field"),
+        "summary": st.column_config.TextColumn(width="medium"),
+        "advice": st.column_config.TextColumn(width="medium")})
+st.caption("Annotations (every week, roles annotator, reviewer and gold) that carry the "
+           "field and were made under a version older than the latest change touching it.")
+with_stale = [s["field"] for s in stale if s["stale"]]
+if not with_stale:
+    st.success("No stale labels: every annotation of a changed field was made under the "
+               "latest version.")
+    st.stop()
+c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+field = url_select("Field", with_stale, param="stale", default=with_stale[0], container=c1,
+                   keep_default=True)
+rows = safe_call(weekly.stale_label_rows, field)
+with c2:
+    st.download_button(
+        f"⬇️ Download {len(rows):,} stale annotations (CSV)", overview.csv_bytes(rows),
+        file_name=f"labelqa-{config.name}-stale-{field}.csv", mime="text/csv",
+        key=P + "stale_csv", on_click="ignore")
+st.dataframe(rows.head(200), hide_index=True, key=P + "stale_rows",
+             column_config={"value": st.column_config.TextColumn("value (JSON)")})
+if len(rows) > 200:
+    st.caption(f"The first 200 of {len(rows):,} rows; the CSV has them all.")

@@ -1,0 +1,327 @@
+"""AppTest of the overview pages: Overview (app.py), Schema errors, Text policy, Trends and
+guideline changes.
+
+Each page runs without an exception on the demo project and on an empty one, and shows
+what `metrics` computes for the view in its URL: the overview's numbers are
+`labelqa report --json`'s (`build_report`), the week and the filters come from the URL
+and change what is shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import record
+from streamlit.testing.v1 import AppTest
+
+from metrics import overview, store, weekly
+from metrics.config import load_config
+from metrics.report import build_report
+from pages.common.ui import fmt_rate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = {
+    "overview": "app.py",
+    "schema": "pages/1_Schema_errors.py",
+    "policy": "pages/2_Text_policy.py",
+    "trends": "pages/5_Trends_and_guidelines.py",
+}
+NAMES = {"schema": "Schema error rate", "policy": "Text policy violation rate",
+         "visual": "Visual disagreement (stable sample)"}
+RATE_KEYS = {"schema": "error_rate", "policy": "violation_rate",
+             "visual": "disagreement_rate"}
+
+
+def app(name: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / PAGES[name]), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [m.value for m in at.info] + [m.value for m in at.warning]
+    parts += [m.value for m in at.error] + [m.value for m in at.success]
+    return "\n".join(parts)
+
+
+def metric(at: AppTest, label_ends: str):
+    found = [m for m in at.metric if m.label.endswith(label_ends)]
+    assert found, [m.label for m in at.metric]
+    return found[0]
+
+
+def frame(at: AppTest, column: str) -> pd.DataFrame:
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+def query(config, fn, *args, **kwargs):
+    with store.open_db(config.database, read_only=True) as con:
+        return fn(con, config, *args, **kwargs)
+
+
+def pp(delta: float) -> str:
+    return f"{delta * 100:+.1f} pp"
+
+
+@pytest.fixture
+def demo(monkeypatch, demo_project):
+    monkeypatch.setenv("LABELQA_PROJECT", str(demo_project))
+    return load_config(demo_project)
+
+
+@pytest.fixture
+def empty(monkeypatch, empty_project):
+    monkeypatch.setenv("LABELQA_PROJECT", str(empty_project))
+    return load_config(empty_project)
+
+
+# -- every page, demo and empty ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_runs_on_demo(demo, name):
+    at = app(name)
+    no_exception(at)
+    latest = query(demo, overview.available_weeks)[-1]
+    assert at.query_params["week"] == latest          # the latest week, in the URL
+    assert at.metric, "every page shows its numbers as metrics"
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_runs_on_empty_project_and_says_what_is_missing(empty, name):
+    at = app(name)
+    no_exception(at)
+    info = "\n".join(m.value for m in at.info)
+    assert "No annotations" in info and "labelqa ingest" in info
+    assert not at.metric and not at.dataframe
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+def assert_overview_matches_report(at: AppTest, config, week: str) -> None:
+    rep = query(config, build_report, week)
+    prev = query(config, build_report, weekly.previous_week(week))
+    for section, name in NAMES.items():
+        shown = metric(at, name)
+        rate = rep[section][RATE_KEYS[section]]
+        assert shown.value == fmt_rate(rate)
+        before = prev[section][RATE_KEYS[section]]
+        if rate is not None and before is not None:
+            assert shown.delta == pp(rate - before)
+        ci = rep[section][RATE_KEYS[section] + "_ci"]
+        assert f"95% CI {ci[0] * 100:.1f}–{ci[1] * 100:.1f}%" in texts(at)
+        status = rep[section]["status"]
+        assert status in shown.label or {"green": "🟢", "amber": "🟠", "red": "🔴"}[
+            status] in shown.label
+    assert f"Week {week} · {rep['annotations']:,} annotations" in texts(at)
+
+
+def test_overview_equals_report_json_for_the_latest_week(demo):
+    at = app("overview")
+    no_exception(at)
+    week = at.query_params["week"]
+    assert_overview_matches_report(at, demo, week)
+    assert at.get("download_button")                     # the HTML report
+    movers = query(demo, weekly.top_movers, week)
+    mover_values = [m.value for m in at.metric[3:]]
+    assert mover_values == [fmt_rate(m["rate"]) for m in movers]
+    g = weekly.version_in_force(demo, week)
+    assert f"guideline **{g.version}** in force" in texts(at)
+
+
+def test_overview_week_from_the_url(demo):
+    at = app("overview", week="2026-W40")
+    no_exception(at)
+    assert at.selectbox(key="week_picker").value == "2026-W40"
+    assert_overview_matches_report(at, demo, "2026-W40")
+    assert "took effect this week" in texts(at)          # v2: 2026-09-28, in W40
+
+
+def test_overview_switching_the_week_changes_the_values(demo):
+    at = app("overview")
+    before = [m.value for m in at.metric[:3]]
+    at.selectbox(key="week_picker").select("2026-W37").run()
+    no_exception(at)
+    assert at.query_params["week"] == "2026-W37"
+    after = [m.value for m in at.metric[:3]]
+    assert after != before
+    assert_overview_matches_report(at, demo, "2026-W37")
+
+
+def test_overview_shows_small_sample_warnings(demo):
+    at = app("overview", week="2026-W47")
+    ov = query(demo, overview.week_overview, "2026-W47")
+    assert ov["warnings"]
+    warning = "\n".join(w.value for w in at.warning)
+    assert "Small samples" in warning and "below min\\_units" in warning
+
+
+def test_overview_hostile_week_in_the_url_falls_back(demo):
+    at = app("overview", week="<script>alert(1)</script>")
+    no_exception(at)
+    assert at.query_params["week"] == query(demo, overview.available_weeks)[-1]
+
+
+# -- schema errors -----------------------------------------------------------------------
+
+
+def test_schema_page_numbers_and_examples(demo):
+    at = app("schema", week="2026-W36")
+    no_exception(at)
+    sw = query(demo, weekly.schema_week, "2026-W36")
+    rep = query(demo, build_report, "2026-W36")
+    assert metric(at, "Schema error rate, 2026-W36").value == fmt_rate(
+        rep["schema"]["error_rate"])
+    examples = frame(at, "details")
+    assert len(examples) == sw["with_errors"]
+    assert set(examples["item_id"]) == set(
+        query(demo, overview.schema_examples, "2026-W36")["examples"]["item_id"])
+    # Every row links into the drill-down of its item, this week.
+    first = examples.iloc[0]
+    assert first["open"] == f"Item_drilldown?item={first['item_id']}&week=2026-W36"
+    roles = frame(at, "role")
+    assert roles["count"].sum() == sw["with_errors"]
+
+
+def test_schema_filter_changes_the_table(demo):
+    at = app("schema", week="2026-W36")
+    everything = frame(at, "details")
+    at.selectbox(key="schema_annotator").select("ann-05").run()
+    no_exception(at)
+    assert at.query_params["annotator"] == "ann-05"
+    only = frame(at, "details")
+    assert 0 < len(only) < len(everything)
+    assert set(only["annotator_id"]) == {"ann-05"}
+    at.selectbox(key="schema_annotator").select("All").run()
+    assert "annotator" not in at.query_params
+    at.selectbox(key="schema_keyword").select("required").run()
+    required = frame(at, "details")
+    assert 0 < len(required) < len(everything)
+    assert required["details"].str.contains("[required]", regex=False).all()
+
+
+def test_schema_filters_from_the_url(demo):
+    at = app("schema", week="2026-W36", keyword="enum")
+    no_exception(at)
+    assert at.selectbox(key="schema_keyword").value == "enum"
+    expected = query(demo, overview.schema_examples, "2026-W36", keyword="enum")
+    assert len(frame(at, "details")) == expected["total"] > 0
+    # A value that is not an option is ignored, not trusted.
+    at = app("schema", week="2026-W36", keyword="<b>x</b>")
+    assert at.selectbox(key="schema_keyword").value == "All"
+    assert "keyword" not in at.query_params
+
+
+# -- text policy -------------------------------------------------------------------------
+
+
+def test_policy_page_numbers_and_highlighted_examples(demo):
+    at = app("policy", week="2026-W36")
+    no_exception(at)
+    rep = query(demo, build_report, "2026-W36")
+    assert metric(at, "Violation rate, 2026-W36").value == fmt_rate(
+        rep["policy"]["violation_rate"])
+    md = texts(at)
+    assert ":red-background[**Toyota**]" in md            # the offending brand
+    by_field = frame(at, "per_1000")
+    assert by_field["count"].tolist() == [
+        r["count"] for r in query(demo, weekly.policy_week, "2026-W36")["by_field"]]
+
+
+def test_policy_rule_filter_shows_invented_objects(demo):
+    at = app("policy", week="2026-W36")
+    total = [c.value for c in at.caption if "annotations match" in c.value][0]
+    at.selectbox(key="policy_rule").select("no-invented-objects").run()
+    no_exception(at)
+    assert at.query_params["rule"] == "no-invented-objects"
+    narrowed = [c.value for c in at.caption if "annotations match" in c.value][0]
+    assert narrowed != total
+    found = query(demo, overview.policy_examples, "2026-W36", rule="no-invented-objects",
+                  limit=20)
+    assert narrowed.startswith(f"{found['total']:,} annotations match")
+    md = texts(at)
+    assert "the text names **car**" in md and "but there is no car box" in md
+    assert "Boxes in this annotation:" in md
+
+
+def test_policy_escapes_hostile_text(project, monkeypatch):
+    evil = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) :red[x] Nike"
+    project.ingest(project.write("evil.jsonl", [
+        record(item="img-7", annotator="<b>ann</b>", caption=evil + " shoes on a car."),
+        record(item="img-8", annotator="ann-2"),
+    ]))
+    monkeypatch.setenv("LABELQA_PROJECT", str(project.root))
+    at = app("policy", week="2026-W02")
+    no_exception(at)
+    md = "\n".join(m.value for m in at.markdown)
+    assert "\\<img src\\=x onerror\\=alert\\(1\\)\\>" in md
+    assert "\\[click\\]\\(javascript\\:alert\\(1\\)\\)" in md
+    assert "\\:red\\[x\\]" in md
+    assert ":red-background[**Nike**]" in md
+    assert "<img" not in md.replace("\\<img", "")
+    assert "\\<b\\>ann\\<\\/b\\>" in md
+
+
+# -- trends and guideline changes --------------------------------------------------------
+
+
+def test_trends_before_after_equals_metrics(demo):
+    at = app("trends", change="v2")
+    no_exception(at)
+    assert at.selectbox(key="trends_change").value == "v2"
+    ba = query(demo, weekly.before_after, "v2", k=4)
+    res = ba["metrics"]["policy_violation_rate"]
+    shown = metric(at, "Text policy violation rate, after")
+    assert shown.value == fmt_rate(res["after"]["rate"])
+    assert shown.delta == pp(res["diff"])
+    alpha = frame(at, "alpha before")
+    assert len(alpha) == len(ba["alpha"])
+    # Another change from the picker: other numbers, in the URL.
+    at.selectbox(key="trends_change").select("v3").run()
+    assert at.query_params["change"] == "v3"
+    v3 = query(demo, weekly.before_after, "v3", k=4)["metrics"]["policy_violation_rate"]
+    assert metric(at, "Text policy violation rate, after").value == fmt_rate(
+        v3["after"]["rate"])
+
+
+def test_trends_stale_labels_and_csv(demo):
+    at = app("trends", stale="weather")
+    no_exception(at)
+    stale = {s["field"]: s for s in query(demo, weekly.stale_labels)}
+    table = frame(at, "share stale")
+    assert dict(zip(table["field"], table["stale"], strict=True)) == {
+        f: s["stale"] for f, s in stale.items()}
+    assert at.selectbox(key="trends_stale").value == "weather"
+    assert f"Download {stale['weather']['stale']:,} stale annotations" in \
+        at.get("download_button")[0].proto.label
+    rows = frame(at, "guideline_version")
+    assert set(rows["guideline_version"]) <= set(stale["weather"]["stale_versions"])
+
+
+def test_trends_k_and_span_from_the_url(demo):
+    at = app("trends", week="2026-W44", k="2", span="all")
+    no_exception(at)
+    assert at.selectbox(key="trends_k").value == 2
+    assert at.selectbox(key="trends_span").value == "all"
+    # The default change is the latest one in force by the chosen week (v3, 2026-W44).
+    assert at.selectbox(key="trends_change").value == "v3"
+    assert "Before: 2026-W42 – 2026-W43" in texts(at)
+
+
+def test_csv_download_neutralizes_formulas():
+    df = pd.DataFrame({"a": ["=HYPERLINK(\"x\")", "plain", "+1", "@x"], "n": [1, 2, 3, 4]})
+    text = overview.csv_bytes(df).decode()
+    assert "'=HYPERLINK" in text and "'+1" in text and "'@x" in text
+    assert "\nplain," in text
