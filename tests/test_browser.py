@@ -1,0 +1,205 @@
+"""Real-browser tests: the app served by `streamlit run`, driven by Playwright in Debian's
+headless Chromium. Every page opens without a Streamlit exception box; the week picker
+and the drill-down work; screenshots land in tests/screenshots/.
+
+In CI (`LABELQA_REQUIRE_BROWSER=1`, set by .ci/run) a missing browser fails; on a
+developer machine without Chromium these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "tests" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = pytest.mark.browser
+
+
+def _browser_missing() -> str | None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "the Python playwright package is not installed"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = _browser_missing()
+    if missing:
+        if os.environ.get("LABELQA_REQUIRE_BROWSER"):
+            pytest.fail(f"browser tests are required here but {missing}")
+        pytest.skip(f"browser tests skipped: {missing}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(project: Path):
+    port = _free_port()
+    env = dict(os.environ, LABELQA_PROJECT=str(project))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    raise RuntimeError(f"streamlit did not start on {url}:\n{out[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(demo_project):
+    proc, url = _serve(demo_project)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _pages() -> list[str]:
+    """URL paths of every page: '' (app.py) and one per file in pages/."""
+    names = [""]
+    for f in sorted((ROOT / "pages").glob("*.py")):
+        stem = f.stem
+        name = stem.split("_", 1)[1] if stem.split("_", 1)[0].isdigit() else stem
+        names.append(name)
+    return names
+
+
+def _open(page, url: str) -> None:
+    page.goto(url, wait_until="networkidle", timeout=60_000)
+    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
+    # A rerun is finished when no element is stale and the status widget is idle.
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+
+
+def _assert_no_exception(page, where: str) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    if boxes.count():
+        raise AssertionError(f"{where}: Streamlit exception shown: "
+                             f"{boxes.first.inner_text()[:2000]}")
+
+
+@pytest.mark.parametrize("name", _pages())
+def test_every_page_opens_without_error(browser, server, name):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{server}/{name}")
+        _assert_no_exception(page, name or "overview")
+        assert page.locator('[data-testid="stHeading"], h1').count() > 0
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name or 'Overview'}.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_week_in_url_and_drilldown(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{server}/?week=2026-W40")
+        _assert_no_exception(page, "overview W40")
+        picker = page.get_by_role("combobox", name="ISO week")
+        assert picker.input_value() == "2026-W40"
+        assert "week=2026-W40" in page.url
+        # Pick another week with the mouse: the URL and the numbers follow.
+        before = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+        picker.click()
+        page.get_by_role("option", name="2026-W37").click()
+        page.wait_for_function("() => location.search.includes('week=2026-W37')",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)
+        _assert_no_exception(page, "overview W37")
+        after = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+        assert after and after != before
+        _open(page, f"{server}/Item_drilldown?item=img-000050")
+        _assert_no_exception(page, "drill-down")
+        body = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+        assert "img-000050" in body
+        assert "lead-01" in body  # the pinned gold item shows its gold annotation
+        page.screenshot(path=str(SHOTS / "Item_drilldown_img-000050.png"), full_page=True)
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory):
+    import json
+
+    from conftest import CONFIG, CONTRACT, Project, record
+    from test_security import HOSTILE_TEXT
+
+    root = tmp_path_factory.mktemp("xss") / "proj"
+    root.mkdir()
+    (root / "labelqa.toml").write_text(CONFIG, encoding="utf-8")
+    (root / "contract.schema.json").write_text(json.dumps(CONTRACT), encoding="utf-8")
+    (root / "images").mkdir()
+    project = Project(root)
+    project.ingest(project.write("w.jsonl", [
+        record(item="evil", annotator="<script>alert(4)</script>",
+               caption=HOSTILE_TEXT["caption"]),
+        record(item="evil", annotator="ann-2", caption="<svg onload=alert(5)> a car",
+               image={"uri": "javascript:alert(6)", "width": 100, "height": 100}),
+    ]))
+    proc, url = _serve(root)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", _pages())
+def test_hostile_text_runs_no_script(browser, hostile_server, name):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        _open(page, f"{hostile_server}/{name}?week=2026-W02&item=evil")
+        _assert_no_exception(page, name or "overview")
+        page.wait_for_timeout(1000)
+        assert dialogs == [], f"{name}: a script ran: {dialogs}"
+        injected = page.evaluate(
+            "() => document.querySelectorAll('img[src=\"x\"], svg[onload]').length + "
+            "[...document.scripts].filter(s => s.textContent.includes('alert(')).length")
+        assert injected == 0
+        if name == "Item_drilldown":
+            text = page.locator('[data-testid="stAppViewContainer"]').inner_text()
+            assert "<img src=x onerror=alert(1)>" in text  # shown, as text
+    finally:
+        page.close()

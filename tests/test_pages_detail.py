@@ -1,0 +1,429 @@
+"""AppTest of the detail pages: Visual agreement, Item drill-down, Annotators, Data.
+
+Each page runs without an exception on the demo project and on an empty one, and shows
+what `metrics` computes for the view in its URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import record
+from streamlit.testing.v1 import AppTest
+
+from metrics import inventory, store, visual, weekly
+from metrics.config import load_config
+from pages.common.ui import fmt_rate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = {
+    "visual": "pages/3_Visual_agreement.py",
+    "drilldown": "pages/4_Item_drilldown.py",
+    "annotators": "pages/6_Annotators.py",
+    "data": "pages/7_Data.py",
+}
+
+
+def app(name: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / PAGES[name]), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [m.value for m in at.info] + [m.value for m in at.warning]
+    parts += [m.value for m in at.error] + [m.value for m in at.success]
+    return "\n".join(parts)
+
+
+def metric(at: AppTest, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, [m.label for m in at.metric]
+    return found[0]
+
+
+def frame(at: AppTest, column: str):
+    """The first table with this column (st.dataframe keeps no key without on_select)."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+def array(value) -> list:
+    """A plotly data array: a list, or a typed array {dtype, bdata (base64)}."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)
+
+
+@pytest.fixture
+def demo(monkeypatch, demo_project):
+    monkeypatch.setenv("LABELQA_PROJECT", str(demo_project))
+    return load_config(demo_project)
+
+
+@pytest.fixture
+def empty(monkeypatch, empty_project):
+    monkeypatch.setenv("LABELQA_PROJECT", str(empty_project))
+    return load_config(empty_project)
+
+
+def query(config, fn, *args, **kwargs):
+    with store.open_db(config.database, read_only=True) as con:
+        return fn(con, config, *args, **kwargs)
+
+
+# -- every page, demo and empty ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_runs_on_demo(demo, name):
+    at = app(name)
+    no_exception(at)
+    assert not at.error
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_runs_on_empty_project_and_says_what_is_missing(empty, name):
+    at = app(name)
+    no_exception(at)
+    assert "No annotations in project" in texts(at)
+    assert "labelqa ingest" in texts(at)
+    if name == "data":
+        assert at.get("file_uploader"), "the upload is the way to get data"
+
+
+# -- visual agreement --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("week", ["2026-W47", "2026-W40"])
+def test_visual_m3_equals_visual_week(demo, week):
+    at = app("visual", week=week)
+    no_exception(at)
+    v = query(demo, visual.visual_week, week)
+    assert metric(at, "M3 visual disagreement") == fmt_rate(v["disagreement_rate"])
+    assert metric(at, "Presence · α") == f"{v['presence']['alpha']:.2f}"
+    assert metric(at, "Class · α") == f"{v['class']['alpha']:.2f}"
+    box_units = v["agreements"] + v["class_disagreements"] + v["presence_disagreements"]
+    assert metric(at, "Box units") == f"{box_units:,} boxes"
+    assert at.query_params["week"] == week
+
+
+def test_visual_filter_changes_the_items_table(demo):
+    week = "2026-W40"
+    at = app("visual", week=week, kind="presence")
+    no_exception(at)
+    all_items = frame(at, "open")
+    expected = query(demo, visual.disagreement_items, week, kind="presence")
+    assert list(all_items["item_id"]) == list(expected["item_id"])
+    label = next(lab for lab in demo.labels
+                 if 0 < len(query(demo, visual.disagreement_items, week, kind="presence",
+                                  label=lab)) < len(expected))
+
+    at.selectbox(key="va_label").set_value(label).run()
+    no_exception(at)
+    some = frame(at, "open")
+    expected = query(demo, visual.disagreement_items, week, kind="presence", label=label)
+    assert list(some["item_id"]) == list(expected["item_id"])
+    assert len(some) < len(all_items)
+    assert at.query_params["label"] == label
+    # The links lead to the drill-down of each item, with the week.
+    assert all(link == f"Item_drilldown?item={i}&week={week}"
+               for i, link in zip(some["item_id"], some["open"], strict=True))
+
+
+def test_visual_week_range_from_the_url_survives_other_filters(demo):
+    at = app("visual", week="2026-W44", **{"from": "2026-W40", "to": "2026-W45"})
+    no_exception(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["data"][-2]["x"] == [f"2026-W{w}" for w in range(40, 46)]
+    at.selectbox(key="va_annotator").set_value("ann-02").run()
+    no_exception(at)
+    assert (at.query_params["from"], at.query_params["to"]) == ("2026-W40", "2026-W45")
+    expected = query(demo, inventory.m3_by_week, annotator="ann-02")
+    expected = expected[expected["week"].between("2026-W40", "2026-W45")]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    line = next(t for t in spec["data"] if t.get("name") == "M3 disagreement")
+    assert line["x"] == list(expected["week"])
+    assert array(line["y"]) == pytest.approx(list(expected["disagreement_rate"] * 100))
+
+
+def test_visual_confusion_cell_and_pair_from_the_url(demo):
+    week = "2026-W40"
+    at = app("visual", week=week, kind="class", label="bus", vs="car", annotator="ann-05")
+    no_exception(at)
+    got = frame(at, "open")
+    expected = query(demo, inventory.class_pair_items, week, "bus", "car", annotator="ann-05")
+    assert not expected.empty
+    assert list(got["item_id"]) == list(expected["item_id"])
+    pairs = query(demo, visual.pair_breakdown, week)
+    row = pairs[pairs["presence_disagreements"] > 0].iloc[0]
+    a, b = row["annotator_a"], row["annotator_b"]
+    at = app("visual", week=week, kind="presence", pair=f"{a}|{b}")
+    no_exception(at)
+    expected = query(demo, visual.disagreement_items, week, kind="presence", annotator=(a, b))
+    assert not expected.empty
+    assert list(frame(at, "open")["item_id"]) == list(expected["item_id"])
+
+
+def test_visual_hostile_filters_from_the_url_are_ignored(demo):
+    at = app("visual", week="2026-W47'; DROP TABLE annotations; --",
+             label="<script>alert(1)</script>", annotator="x' OR '1'='1", kind="nope",
+             pair="a|b", vs="ü'\"")
+    no_exception(at)
+    assert at.query_params["week"] == "2026-W47"
+    assert "label" not in at.query_params and "annotator" not in at.query_params
+
+
+# -- item drill-down ---------------------------------------------------------------------
+
+
+def test_drilldown_selects_the_item_from_the_url(demo):
+    at = app("drilldown", item="img-000050", week="2026-W47")
+    no_exception(at)
+    assert at.text_input(key="dd_item_text").value == "img-000050"
+    data = query(demo, inventory.item_annotations, "img-000050")
+    shown = texts(at)
+    for a in data["annotations"]:
+        assert a["annotator_id"].replace("-", "\\-") in shown
+    assert "🥇 gold" in shown
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    names = {t.get("name") for t in spec["data"] if t.get("showlegend", True) and t.get("name")}
+    assert {f"{a['annotator_id']} ({a['role']})" for a in data["annotations"]
+            if a["role"] != "model"} <= names
+    assert at.query_params["item"] == "img-000050"
+
+
+def test_drilldown_unknown_item(demo):
+    at = app("drilldown", item="img-0000<b>x</b>")
+    no_exception(at)
+    assert any("No annotations of item" in w.value for w in at.warning)
+
+
+def test_drilldown_typed_item(demo):
+    at = app("drilldown")
+    at.text_input(key="dd_item_text").set_value("img-000150").run()
+    no_exception(at)
+    assert at.query_params["item"] == "img-000150"
+    assert "Item img\\-000150" in [s.value for s in at.subheader]
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("/etc/passwd", "absolute path"),
+    ("images/../labelqa.toml", "the path contains"),
+    ("https://example.com/x.png", "URL"),
+    ("images/missing.png", "missing file"),
+])
+def test_drilldown_refused_image_draws_on_a_blank_canvas(project, monkeypatch, uri, shown):
+    rec_a = record(item="img-9", annotator="ann-1")
+    rec_b = record(item="img-9", annotator="ann-2", when="2026-01-06T11:00:00Z")
+    for rec in (rec_a, rec_b):
+        rec["image"]["uri"] = uri
+    project.ingest(project.write("e.jsonl", [rec_a, rec_b]))
+    monkeypatch.setenv("LABELQA_PROJECT", str(project.root))
+    at = app("drilldown", item="img-9")
+    no_exception(at)
+    info = "\n".join(i.value for i in at.info)
+    assert "Image not shown" in info and shown in info
+    assert "blank canvas of the image size (100 × 100 px)" in info
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert not spec["layout"].get("images")
+    assert spec["layout"]["shapes"][0]["type"] == "rect"
+    assert sum(1 for t in spec["data"] if t.get("mode") == "lines") >= 2  # both boxes
+
+
+def test_drilldown_escapes_hostile_text(project, monkeypatch):
+    evil = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) **bold**"
+    rec_a = record(item="img-7", annotator="<b>ann</b>", caption=evil,
+                   boxes=[{"label": "<i>car</i>", "bbox": [1, 1, 10, 10]}])
+    rec_b = record(item="img-7", annotator="ann-2", when="2026-01-06T11:00:00Z")
+    project.ingest(project.write("e.jsonl", [rec_a, rec_b]))
+    monkeypatch.setenv("LABELQA_PROJECT", str(project.root))
+    at = app("drilldown", item="img-7")
+    no_exception(at)
+    md = "\n".join(m.value for m in at.markdown)
+    assert not re.search(r"(?<!\\)[<>]", md)  # every angle bracket escaped: no raw HTML
+    assert "\\<img src\\=x onerror\\=alert\\(1\\)\\>" in md
+    assert "](javascript" not in md
+    spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec), ensure_ascii=False)
+    assert "<i>car</i>" not in spec and "&lt;i&gt;car&lt;/i&gt;" in spec
+    assert "<b>ann</b>" not in spec
+
+
+# -- annotators --------------------------------------------------------------------------
+
+
+def test_annotators_table_and_trend(demo):
+    at = app("annotators", week="2026-W47")
+    no_exception(at)
+    table = frame(at, "flag")
+    expected = query(demo, weekly.annotator_table, "2026-W47")
+    assert list(table["annotator_id"]) == list(expected["annotator_id"])
+    assert table["annotations"].sum() == expected["annotations"].sum()
+    at.selectbox(key="an_who").set_value("ann-02").run()
+    no_exception(at)
+    assert at.query_params["annotator"] == "ann-02"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    series = query(demo, inventory.annotator_series, "ann-02")
+    assert spec["data"][0]["x"] == list(series["week"])
+
+
+def test_annotators_flags_rubber_stamping(demo):
+    at = app("annotators", scope="all")
+    no_exception(at)
+    flagged = query(demo, weekly.prefill_summary)["rubber_stamping"]
+    assert flagged == ["ann-07"]
+    assert any("Rubber-stamping: ann\\-07" in w.value for w in at.warning)
+    table = frame(at, "flag")
+    assert list(table.loc[table["flag"] != "", "annotator_id"]) == ["ann-07"]
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+def test_data_lists_exports_and_quarantine(demo):
+    at = app("data")
+    no_exception(at)
+    exports = frame(at, "balanced")
+    assert list(exports["name"]) == [f"2026-W{w}.jsonl" for w in range(36, 48)]
+    assert exports["balanced"].all()
+    bad = frame(at, "raw")
+    assert len(bad) == 7
+    expected = query(demo, inventory.quarantine)
+    assert list(bad["line"]) == list(expected["line"])
+    assert metric(at, "Quarantined (lines)") == "7"
+    assert at.code[0].value == expected["raw"].iloc[0]
+
+
+def test_data_upload_over_the_limit_is_refused(empty):
+    with open(empty.file, "a", encoding="utf-8") as fh:
+        fh.write("\n[dashboard]\nmax_upload_mb = 0.001\n")  # 1,048 bytes
+    at = app("data")
+    line = json.dumps(record()).encode() + b"\n"
+    at.get("file_uploader")[0].upload("big.jsonl", line * 10, "application/json").run()
+    no_exception(at)
+    assert any("Refused" in e.value and "max_upload_mb" in e.value for e in at.error)
+    assert not at.button  # nothing to run
+    assert not inventory.upload_dir(load_config(empty.file)).exists()
+    with pytest.raises(inventory.UploadRefused):
+        inventory.save_upload(load_config(empty.file), "x.jsonl", _Stream(line * 10))
+
+
+class _Stream:
+    """A file-like object that does not say its size (save_upload counts while writing)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read(self, n: int) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def test_data_upload_check_then_ingest(empty):
+    config = load_config(empty.file)
+    lines = [json.dumps(record(item=f"img-{i}")) for i in range(3)] + ["{not json"]
+    content = ("\n".join(lines) + "\n").encode()
+    at = app("data")
+    at.get("file_uploader")[0].upload("../../week 1.jsonl", content, "application/json")
+    at.run()
+    at.radio(key="data_action").set_value("check").run()
+    at.button(key="data_run").click().run()
+    no_exception(at)
+    assert "Problems" in texts(at) and "1 line to quarantine" in texts(at)
+    saved = inventory.upload_dir(config) / "week_1.jsonl"
+    assert saved.read_bytes() == content
+    assert not config.database.exists()  # a dry run writes nothing
+
+    at.radio(key="data_action").set_value("ingest").run()
+    at.button(key="data_run").click().run()
+    no_exception(at)
+    assert "Ingested: 3 annotations loaded, 1 line quarantined." in texts(at)
+    exports = frame(at, "balanced")
+    assert list(exports["name"]) == ["week_1.jsonl"]
+    assert len(frame(at, "raw")) == 1
+    assert sorted(p.name for p in inventory.upload_dir(config).iterdir()) == ["week_1.jsonl"]
+
+
+# -- the metrics behind these pages (metrics.inventory) ----------------------------------
+
+
+def test_unfiltered_queries_equal_the_visual_module(demo):
+    ours = query(demo, inventory.m3_by_week)
+    theirs = query(demo, visual.visual_series)
+    theirs = theirs[theirs["pairs"] > 0].reset_index(drop=True)
+    assert list(ours["week"]) == list(theirs["week"])
+    for col in ("agreements", "class_disagreements", "presence_disagreements", "low_overlap",
+                "disagreement_rate", "ci_low", "ci_high"):
+        assert ours[col].tolist() == pytest.approx(theirs[col].tolist(), nan_ok=True), col
+    v = query(demo, visual.visual_week, "2026-W47")
+    assert query(demo, inventory.confusion, "2026-W47") == v["class"]["confusion"]
+    assert len(query(demo, inventory.iou_values, "2026-W47")) == v["iou"]["units"]
+    pairs = query(demo, inventory.pair_counts, "2026-W47")
+    expected = query(demo, visual.pair_breakdown, "2026-W47")
+    assert pairs["disagreement_rate"].tolist() == pytest.approx(
+        expected["disagreement_rate"].tolist(), nan_ok=True)
+    labels = query(demo, visual.label_breakdown, "2026-W47").set_index("label")
+    for label in ("bus", "car"):
+        one = query(demo, inventory.m3_by_week, label=label).set_index("week").loc["2026-W47"]
+        assert one["agreements"] == labels.loc[label, "agreements"]
+        assert one["presence_disagreements"] == labels.loc[label, "presence_disagreements"]
+
+
+def test_annotator_series_sums_to_the_table(demo):
+    table = query(demo, weekly.annotator_table).set_index("annotator_id")
+    for who in ("ann-02", "lead-01"):
+        s = query(demo, inventory.annotator_series, who)
+        assert s["annotations"].sum() == table.loc[who, "annotations"]
+        assert s["schema_errors"].sum() == table.loc[who, "schema_errors"]
+        assert s["peer_units"].sum() == table.loc[who, "peer_units"]
+        assert s["gold_units"].sum() == table.loc[who, "gold_units"]
+
+
+def test_word_diff_and_compare_fields(demo):
+    text = "A red car parked on a sunny street."
+    assert inventory.word_diff_spans(text, ["A car parked on a sunny street."]) == [(2, 5)]
+    assert inventory.word_diff_spans(text, [text]) == []
+    assert inventory.word_diff_spans(text, []) == []
+    anns = [
+        {"role": "annotator", "fields": {"caption": "A car.", "weather": "sunny",
+                                         "tags": ["outdoor", "street"]}},
+        {"role": "annotator", "fields": {"caption": "A bus.", "weather": "sunny",
+                                         "tags": ["outdoor"]}},
+        {"role": "annotator", "fields": {"caption": "A car.", "tags": ["outdoor"]}},
+        {"role": "model", "fields": {"caption": "It appears to be a car.", "weather": "rainy"}},
+    ]
+    cmp = inventory.compare_fields(demo, anns)
+    assert [e.get("spans") for e in cmp["caption"]] == [[], [(2, 6)], [], [(0, 16)]]
+    assert [e.get("differs") for e in cmp["weather"]] == [False, False, True, True]
+    assert cmp["weather"][2]["present"] is False
+    assert [e.get("differs_values") for e in cmp["tags"]][:3] == [["street"], [], []]
+
+
+def test_save_upload_names_and_limits(project):
+    config = project.config
+    path = inventory.save_upload(config, "../../etc/pass wd.jsonl", _Stream(b"x\n"), 2)
+    assert path == inventory.upload_dir(config) / "pass_wd.jsonl"
+    again = inventory.save_upload(config, "pass wd.jsonl", _Stream(b"x\n"), 2)
+    assert again == path  # same content: the same file
+    other = inventory.save_upload(config, "pass wd.jsonl", _Stream(b"y\n"), 2)
+    assert other.name == "pass_wd-1.jsonl"
+    with pytest.raises(inventory.UploadRefused):
+        inventory.safe_upload_name("../..")
+    with pytest.raises(inventory.UploadRefused, match="max_upload_mb"):
+        inventory.save_upload(config, "big.jsonl", _Stream(b""), 201 * 1024 * 1024)
+    assert sorted(p.name for p in inventory.upload_dir(config).iterdir()) == [
+        "pass_wd-1.jsonl", "pass_wd.jsonl"]
