@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from metrics import html_report, overview, store
+from metrics import html_report, overview
 from metrics.html_report import MOVER_KINDS, sparkline_figure
 from pages.common import ui
 
@@ -27,20 +27,6 @@ METRIC_PAGES = {
 }
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call; an unreadable database stops the page with the reason, not a traceback."""
-    try:
-        return ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            st.info("⏳ The database is updating (an ingest is writing): reload in a moment.")
-        else:
-            st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-
 
 def page_link(path: str, label: str, week: str) -> None:
     """A link to another page of this week; nothing when that page is not there."""
@@ -51,11 +37,6 @@ def page_link(path: str, label: str, week: str) -> None:
     except StreamlitAPIException:
         pass
 
-
-def light(status: str | None) -> str:
-    """The traffic light as a colored Markdown badge (readable without emoji fonts)."""
-    color = {"green": "green", "amber": "orange", "red": "red"}.get(status, "gray")
-    return f":{color}-badge[{ui.status_badge(status)}]"
 
 
 def fmt_pp(delta: float | None) -> str | None:
@@ -68,12 +49,12 @@ if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
 
-weeks = safe_call(overview.available_weeks)
+weeks = ui.safe_call(overview.available_weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks)
-ov = safe_call(overview.week_overview, week)
+ov = ui.safe_call(overview.week_overview, week)
 
 top, download = st.columns([3, 1], vertical_alignment="center")
 with top:
@@ -104,7 +85,7 @@ for col, m in zip(st.columns(3), ov["metrics"], strict=True):
                  f"{ui.fmt_rate(red)} or more ([thresholds] in labelqa.toml). "
                  "The delta is in percentage points; up is worse.",
         )
-        st.markdown(f"{light(m['status'])} · {ui.fmt_ci(m['ci'])}")
+        st.markdown(f"{ui.light(m['status'])} · {ui.fmt_ci(m['ci'])}")
         lines = [f"{m['events']:,} of {m['units']:,} {m['unit_name']}"]
         if m["reason"]:
             lines.append(ui.md_escape(m["reason"]))

@@ -6,56 +6,18 @@ URL: ?week=2026-W47&path=/fields/weather&keyword=required&annotator=ann-05&role=
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pandas as pd
 import streamlit as st
 
-from metrics import overview, store, weekly
+from metrics import overview, weekly
 from metrics.html_report import bar_figure, trend_figure
 from pages.common import ui
 
 P = "schema_"  # page prefix of session keys
 ALL = "All"
-DRILLDOWN = "Item_drilldown"  # URL path of pages/4_Item_drilldown.py
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call; an unreadable database stops the page with the reason, not a traceback."""
-    try:
-        return ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            st.info("⏳ The database is updating (an ingest is writing): reload in a moment.")
-        else:
-            st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
 
-
-def url_select(label: str, options: list[str], *, param: str, help: str | None = None
-               ) -> str | None:
-    """A filter selectbox whose value lives in the URL (`?param=value`); None for All."""
-    key = P + param
-    opts = [ALL, *options]
-    if st.session_state.get(key) not in opts:
-        st.session_state[key] = ui.query_default(param, opts, ALL)
-    value = st.selectbox(label, opts, key=key, help=help)
-    ui.sync_param(param, None if value == ALL else value)
-    return None if value == ALL else value
-
-
-def light(status: str | None) -> str:
-    """The traffic light as a colored Markdown badge (readable without emoji fonts)."""
-    color = {"green": "green", "amber": "orange", "red": "red"}.get(status, "gray")
-    return f":{color}-badge[{ui.status_badge(status)}]"
-
-
-def drill_url(item_id: str, week: str) -> str:
-    # Relative, so it resolves next to this page under any server base path.
-    return f"{DRILLDOWN}?{urlencode({'item': item_id, 'week': week})}"
 
 
 config = ui.page_header("Schema errors",
@@ -64,13 +26,13 @@ config = ui.page_header("Schema errors",
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(overview.available_weeks)
+weeks = ui.safe_call(overview.available_weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks)
-sw = safe_call(weekly.schema_week, week)
-trend = safe_call(weekly.series, visual=False)
+sw = ui.safe_call(weekly.schema_week, week)
+trend = ui.safe_call(weekly.series, visual=False)
 log = weekly.guideline_log(config)
 amber, red = config.threshold("schema_error_rate")
 
@@ -81,7 +43,7 @@ with head:
               ui.fmt_rate(sw["error_rate"]), border=True,
               help="Annotations with at least one contract error / annotations of roles "
                    "annotator, reviewer and gold submitted this week.")
-    st.markdown(f"{light(sw['status'])} · {ui.fmt_ci(sw['error_rate_ci'])}")
+    st.markdown(f"{ui.light(sw['status'])} · {ui.fmt_ci(sw['error_rate_ci'])}")
     st.caption(f"{sw['with_errors']:,} of {sw['annotations']:,} annotations · amber ≥ "
                f"{ui.fmt_rate(amber)} · red ≥ {ui.fmt_rate(red)}")
     if sw["reason"]:
@@ -149,27 +111,28 @@ with right:
 st.subheader("Annotations with errors")
 c1, c2, c3, c4 = st.columns(4)
 with c1:
-    path = url_select("Path", sorted({r["path"] for r in sw["by_path"]}), param="path",
+    path = ui.url_select("Path", sorted({r["path"] for r in sw["by_path"]}),
+                         prefix=P, all_label=ALL, param="path",
                       help="JSON Pointer of the error; array indices are shown as *.")
 with c2:
-    keyword = url_select("Keyword", [r["keyword"] for r in sw["by_keyword"]],
-                         param="keyword")
+    keyword = ui.url_select("Keyword", [r["keyword"] for r in sw["by_keyword"]],
+                         prefix=P, all_label=ALL, param="keyword")
 with c3:
-    annotator = url_select("Annotator",
+    annotator = ui.url_select("Annotator",
                            sorted(r["annotator_id"] for r in sw["by_annotator"] if r["count"]),
-                           param="annotator")
+                           prefix=P, all_label=ALL, param="annotator")
 with c4:
-    role = url_select("Role", sorted(r["role"] for r in sw["by_role"] if r["count"]),
-                      param="role")
+    role = ui.url_select("Role", sorted(r["role"] for r in sw["by_role"] if r["count"]),
+                      prefix=P, all_label=ALL, param="role")
 
-found = safe_call(overview.schema_examples, week, path=path, keyword=keyword,
+found = ui.safe_call(overview.schema_examples, week, path=path, keyword=keyword,
                   annotator=annotator, role=role)
 examples = found["examples"]
 if examples.empty:
     st.info("No annotation of this week has an error matching these filters: set a filter "
             "back to All.")
     st.stop()
-examples.insert(0, "open", [drill_url(i, week) for i in examples["item_id"]])
+examples.insert(0, "open", [ui.drill_url(i, week) for i in examples["item_id"]])
 st.caption(f"{found['total']:,} annotations match"
            + (f"; the first {len(examples):,} are listed" if found["total"] > len(examples)
               else "")

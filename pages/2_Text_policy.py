@@ -7,60 +7,24 @@ URL: ?week=2026-W47&rule=no-brands&field=caption&severity=error&annotator=ann-03
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pandas as pd
 import streamlit as st
 
-from metrics import overview, store, weekly
+from metrics import overview, weekly
 from metrics.html_report import SEVERITY_COLOR, bar_figure, trend_figure
 from pages.common import ui
 
 P = "policy_"  # page prefix of session keys
 ALL = "All"
-DRILLDOWN = "Item_drilldown"  # URL path of pages/4_Item_drilldown.py
 SEVERITY_ICON = {"error": "🔴", "warning": "🟠"}
 LIMITS = [20, 50, 100]
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call; an unreadable database stops the page with the reason, not a traceback."""
-    try:
-        return ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            st.info("⏳ The database is updating (an ingest is writing): reload in a moment.")
-        else:
-            st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-
-
-def url_select(label: str, options: list, *, param: str, default=ALL, all_option=True,
-               help: str | None = None):
-    """A selectbox whose value lives in the URL (`?param=value`); None for All."""
-    key = P + param
-    opts = [ALL, *options] if all_option else list(options)
-    if st.session_state.get(key) not in opts:
-        raw = st.query_params.get(param)
-        match = [o for o in opts if str(o) == raw]
-        st.session_state[key] = match[0] if match else default
-    value = st.selectbox(label, opts, key=key, help=help)
-    ui.sync_param(param, None if value in (ALL, default) else value)
-    return None if value == ALL else value
-
-
-def light(status: str | None) -> str:
-    """The traffic light as a colored Markdown badge (readable without emoji fonts)."""
-    color = {"green": "green", "amber": "orange", "red": "red"}.get(status, "gray")
-    return f":{color}-badge[{ui.status_badge(status)}]"
 
 
 def drill_link(item_id: str, week: str) -> str:
     """Markdown link to the item drill-down (relative: works under any base path)."""
-    url = f"{DRILLDOWN}?{urlencode({'item': item_id, 'week': week})}"
+    url = ui.drill_url(item_id, week)
     return f"[🔎 {ui.md_escape(item_id)}]({url})"
 
 
@@ -88,13 +52,13 @@ RULE_TYPES = {r.id: r.type for r in config.policy}
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(overview.available_weeks)
+weeks = ui.safe_call(overview.available_weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks)
-pw = safe_call(weekly.policy_week, week)
-trend = safe_call(weekly.series, visual=False)
+pw = ui.safe_call(weekly.policy_week, week)
+trend = ui.safe_call(weekly.series, visual=False)
 log = weekly.guideline_log(config)
 amber, red = config.threshold("policy_violation_rate")
 
@@ -112,7 +76,7 @@ with head:
               help="Annotations with at least one violation of an `error` rule / "
                    "annotations of roles annotator, reviewer and gold this week. "
                    "`warning` rules are listed but do not count.")
-    st.markdown(f"{light(pw['status'])} · "
+    st.markdown(f"{ui.light(pw['status'])} · "
                 f"{ui.fmt_ci(pw['violation_rate_ci'])}")
     st.caption(f"{pw['with_violations']:,} of {pw['annotations']:,} annotations · "
                f"{pw['with_warnings']:,} with warnings (not counted) · amber ≥ "
@@ -173,20 +137,23 @@ with right:
 st.subheader("Examples, with the words that broke the rule")
 c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 2, 1])
 with c1:
-    rule = url_select("Rule", [r["rule"] for r in pw["by_rule"]], param="rule")
+    rule = ui.url_select("Rule", [r["rule"] for r in pw["by_rule"]], prefix=P,
+                         all_label=ALL, param="rule")
 with c2:
-    field = url_select("Field", [r["field"] for r in pw["by_field"]], param="field")
+    field = ui.url_select("Field", [r["field"] for r in pw["by_field"]], prefix=P,
+                          all_label=ALL, param="field")
 with c3:
-    severity = url_select("Severity", ["error", "warning"], param="severity",
+    severity = ui.url_select("Severity", ["error", "warning"], prefix=P, all_label=ALL,
+                             param="severity",
                           help="`error` rules count in the rate; `warning` rules do not.")
 with c4:
-    annotator = url_select("Annotator",
+    annotator = ui.url_select("Annotator",
                            sorted(r["annotator_id"] for r in pw["by_annotator"]),
-                           param="annotator")
+                           prefix=P, all_label=ALL, param="annotator")
 with c5:
-    limit = url_select("Show", LIMITS, param="show", default=LIMITS[0], all_option=False)
+    limit = ui.url_select("Show", LIMITS, param="show", prefix=P, default=LIMITS[0])
 
-found = safe_call(overview.policy_examples, week, rule=rule, field=field, severity=severity,
+found = ui.safe_call(overview.policy_examples, week, rule=rule, field=field, severity=severity,
                   annotator=annotator, limit=int(limit))
 if not found["examples"]:
     st.info("No annotation of this week has a violation matching these filters: set a "

@@ -9,15 +9,13 @@ URL: ?week=2026-W47&from=2026-W36&to=2026-W47&label=car&annotator=ann-02
 from __future__ import annotations
 
 import html
-import time
 from functools import partial
-from urllib.parse import urlencode
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from metrics import inventory, store, visual
+from metrics import inventory, visual
 from pages.common import ui
 
 P = "va_"  # page prefix of session keys
@@ -35,31 +33,6 @@ LABEL_KINDS = {"presence", "class", "low_overlap", "mentions"}
 # -- plumbing ----------------------------------------------------------------------------
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call, with a locked database shown as "updating" and retried, never a traceback."""
-    try:
-        result = ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            tries = st.session_state.get(P + "retries", 0)
-            if tries < 30:
-                st.session_state[P + "retries"] = tries + 1
-                st.info("⏳ The database is updating (an ingest is writing). "
-                        "This page retries in a moment…")
-                time.sleep(2)
-                st.rerun()
-        st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-    st.session_state[P + "retries"] = 0
-    return result
-
-
-def init(key: str, value) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
 
 
 def style(fig: go.Figure, *, height: int = 420, title: str | None = None) -> go.Figure:
@@ -93,9 +66,6 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def drill_link(item_id: str, week: str) -> str:
-    return "Item_drilldown?" + urlencode({"item": item_id, "week": week})
-
 
 # -- page --------------------------------------------------------------------------------
 
@@ -107,23 +77,23 @@ config = ui.page_header(
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(inventory.weeks)
+weeks = ui.safe_call(inventory.weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks)
-people = safe_call(inventory.annotators)
-v = safe_call(visual.visual_week, week)
+people = ui.safe_call(inventory.annotators)
+v = ui.safe_call(visual.visual_week, week)
 # Configured labels, then any other label boxes carried this week (e.g. an unknown "truck").
 labels_all = list(dict.fromkeys([*config.labels, *v["class"]["confusion"]["labels"]]))
 
 # Session defaults, once, from the URL.
 q = st.query_params
 lo, hi = weeks[max(0, len(weeks) - 12)], weeks[-1]
-init(P + "label", ui.query_default("label", labels_all, ""))
-init(P + "annotator", ui.query_default("annotator", people, ""))
-init(P + "vs", q.get("vs") if q.get("vs") in labels_all else "")
-init(P + "pair", q.get("pair", ""))
+ui.init(P + "label", ui.query_default("label", labels_all, ""))
+ui.init(P + "annotator", ui.query_default("annotator", people, ""))
+ui.init(P + "vs", q.get("vs") if q.get("vs") in labels_all else "")
+ui.init(P + "pair", q.get("pair", ""))
 
 st.sidebar.markdown("### Filters")
 # A range slider needs its default as `value` (a tuple there makes it a range slider).
@@ -178,10 +148,10 @@ if not v["pairs"]:
 # -- M3 by week --------------------------------------------------------------------------
 
 if label or annotator:
-    series = safe_call(inventory.m3_by_week, label=label or None,
+    series = ui.safe_call(inventory.m3_by_week, label=label or None,
                        annotator=annotator or None)
 else:
-    series = safe_call(visual.visual_series)
+    series = ui.safe_call(visual.visual_series)
 series = series[(series["week"] >= rng[0]) & (series["week"] <= rng[1])]
 series = series[series["disagreement_rate"].notna()]
 if series.empty:
@@ -370,7 +340,7 @@ def on_pair(names: dict[str, str]) -> None:
 
 left, right = st.columns(2)
 with left:
-    conf = (safe_call(inventory.confusion, week, annotator=annotator)
+    conf = (ui.safe_call(inventory.confusion, week, annotator=annotator)
             if annotator else v["class"]["confusion"])
     labs, matrix = conf["labels"], conf["matrix"]
     total = sum(sum(r) for r in matrix)
@@ -411,9 +381,9 @@ with left:
                    "between the two labels. Click a cell to list its items below.")
 with right:
     if label:
-        pairs = safe_call(inventory.pair_counts, week, label=label)
+        pairs = ui.safe_call(inventory.pair_counts, week, label=label)
     else:
-        pairs = safe_call(visual.pair_breakdown, week)
+        pairs = ui.safe_call(visual.pair_breakdown, week)
     if pairs.empty:
         st.info(f"No annotator pairs in {week}'s sample: raise `[sample] rate` or pin items.")
     else:
@@ -454,7 +424,7 @@ with right:
 
 left, right = st.columns(2)
 with left:
-    ious = safe_call(inventory.iou_values, week, label=label or None,
+    ious = ui.safe_call(inventory.iou_values, week, label=label or None,
                      annotator=annotator or None)
     if ious.empty:
         st.info(f"No matched box pairs in {week}"
@@ -513,7 +483,7 @@ mentions_key = "mentions" if "mentions" not in config.fields else None
 if mentions_key and "free" in config.fields.values():
     kinds.append("mentions")
 kinds.append("schema")
-init(P + "kind", q.get("kind") if q.get("kind") in kinds else "presence")
+ui.init(P + "kind", q.get("kind") if q.get("kind") in kinds else "presence")
 if st.session_state[P + "kind"] not in kinds:
     st.session_state[P + "kind"] = "presence"
 pair_options = [""]
@@ -545,10 +515,10 @@ who = tuple(pair.split("|", 1)) if pair else (annotator or None)
 use_label = (label or None) if (kind in LABEL_KINDS
                                  or config.fields.get(kind) == "multilabel") else None
 if kind == "class" and label and vs:
-    items = safe_call(inventory.class_pair_items, week, label, vs, annotator=who)
+    items = ui.safe_call(inventory.class_pair_items, week, label, vs, annotator=who)
     what = f"class disagreements between **{ui.md_escape(label)}** and **{ui.md_escape(vs)}**"
 else:
-    items = safe_call(visual.disagreement_items, week, kind=kind, label=use_label,
+    items = ui.safe_call(visual.disagreement_items, week, kind=kind, label=use_label,
                       annotator=who)
     what = f"**{ui.md_escape(kind_label[kind])}**" + (
         f" for label **{ui.md_escape(use_label)}**" if use_label else "")
@@ -563,7 +533,7 @@ if items.empty:
                "week or pair, or clear the filters in the sidebar.")
 else:
     table = items.copy()
-    table["open"] = [drill_link(i, week) for i in table["item_id"]]
+    table["open"] = [ui.drill_url(i, week) for i in table["item_id"]]
     table["annotators"] = [", ".join(a) for a in table["annotators"]]
     cols = ["item_id", "open", "annotators", "pairs", "count"] + (
         ["min_similarity"] if "min_similarity" in table else [])

@@ -8,13 +8,12 @@ URL: ?item=img-000050&week=2026-W47&pair=31
 from __future__ import annotations
 
 import html
-import time
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from metrics import images, inventory, store, visual
+from metrics import images, inventory, visual
 from pages.common import ui
 
 P = "dd_"
@@ -27,31 +26,6 @@ COLORS = [("blue", "#1c83e1"), ("orange", "#ff8700"), ("green", "#21c354"),
 MAX_COLUMNS = 4
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call, with a locked database shown as "updating" and retried, never a traceback."""
-    try:
-        result = ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            tries = st.session_state.get(P + "retries", 0)
-            if tries < 30:
-                st.session_state[P + "retries"] = tries + 1
-                st.info("⏳ The database is updating (an ingest is writing). "
-                        "This page retries in a moment…")
-                time.sleep(2)
-                st.rerun()
-        st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-    st.session_state[P + "retries"] = 0
-    return result
-
-
-def init(key: str, value) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
 
 
 def boxes(n: int) -> str:
@@ -72,14 +46,14 @@ config = ui.page_header(
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(inventory.weeks)
+weeks = ui.safe_call(inventory.weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks, label="ISO week (item list)")
 
-init(P + "item", st.query_params.get("item", "").strip())
-init(P + "item_text", st.session_state[P + "item"])
+ui.init(P + "item", st.query_params.get("item", "").strip())
+ui.init(P + "item_text", st.session_state[P + "item"])
 
 
 def on_text() -> None:
@@ -101,7 +75,7 @@ st.text_input("Item id", key=P + "item_text", on_change=on_text,
 item = st.session_state[P + "item"]
 ui.sync_param("item", item)
 
-index = safe_call(inventory.item_index, week)
+index = ui.safe_call(inventory.item_index, week)
 with st.expander(f"Pick an item of {week} ({len(index):,} items, most disagreement first)",
                  expanded=not item):
     if index.empty:
@@ -135,18 +109,18 @@ if not item:
             "(`Item_drilldown?item=...`).")
     st.stop()
 
-data = safe_call(inventory.item_annotations, item)
+data = ui.safe_call(inventory.item_annotations, item)
 if not data["found"]:
     st.warning(f"No annotations of item **{ui.md_escape(item)}** in this project. Check the "
                "id (ids are case-sensitive) or pick an item from the table above.")
-    near = safe_call(inventory.item_index, None, contains=item, limit=10)
+    near = ui.safe_call(inventory.item_index, None, contains=item, limit=10)
     if not near.empty:
         st.markdown("Items whose id contains it: "
                     + ", ".join(f"**{ui.md_escape(i)}**" for i in near["item_id"]))
     st.stop()
 
 anns = data["annotations"]
-pairs = safe_call(visual.item_pairs, item)
+pairs = ui.safe_call(visual.item_pairs, item)
 st.subheader(f"Item {ui.md_escape(item)}")
 roles = pd.Series([a["role"] for a in anns]).value_counts()
 st.caption(
@@ -204,9 +178,9 @@ if pairs:
         in_week = [str(p["pair_id"]) for p in pairs if p["week"] == week and not p["reference"]]
         peer = [str(p["pair_id"]) for p in pairs if not p["reference"]]
         wanted = (in_week or peer or list(pair_by_id))[0]
-    init(P + "pair", wanted)
+    ui.init(P + "pair", wanted)
 else:
-    init(P + "pair", "")
+    ui.init(P + "pair", "")
 if st.session_state[P + "pair"] not in options:
     st.session_state[P + "pair"] = options[1] if len(options) > 1 else ""
 
@@ -220,7 +194,7 @@ with right:
                        help="Two-pass box matching of a pair (DESIGN 'M3'): agreements, class "
                             "disagreements, presence disagreements, low overlap.")
     ui.sync_param("pair", pid)
-    init(P + "show", [k for k in keys if by_key[k]["role"] != "model"])
+    ui.init(P + "show", [k for k in keys if by_key[k]["role"] != "model"])
     st.session_state[P + "show"] = [k for k in st.session_state[P + "show"] if k in keys]
     show = st.multiselect("Annotations drawn", keys, key=P + "show",
                           format_func=lambda k: who(by_key[k]),
@@ -369,10 +343,11 @@ with right:
                     f"IoU < {config.agreement.low_overlap:g}")})
         else:
             st.caption("Neither annotation has a box.")
+        # Counts of boxes; the column is narrow, so the unit is in the label.
         c1, c2, c3 = st.columns(3)
-        c1.metric("agree", boxes(pair["agreements"]))
-        c2.metric("class", boxes(pair["class_disagreements"]))
-        c3.metric("presence", boxes(pair["presence_disagreements"]))
+        c1.metric("agree (boxes)", pair["agreements"])
+        c2.metric("class (boxes)", pair["class_disagreements"])
+        c3.metric("presence (boxes)", pair["presence_disagreements"])
         for field, sim in sorted(pair["text"].items()):
             st.caption(f"{ui.md_escape(field)}: similarity {sim:.2f} (0–1; below 0.8 counts "
                        "as disagreement)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from metrics import overview, store, weekly
+from metrics import overview, weekly
 from metrics.html_report import trend_figure
 from pages.common import ui
 
@@ -30,33 +30,6 @@ RELABEL_ADVICE = {
 }
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call; an unreadable database stops the page with the reason, not a traceback."""
-    try:
-        return ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            st.info("⏳ The database is updating (an ingest is writing): reload in a moment.")
-        else:
-            st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-
-
-def url_select(label: str, options: list, *, param: str, default, container=st,
-               format_func=str, help: str | None = None, keep_default: bool = False):
-    """A selectbox whose value lives in the URL (`?param=value`; the default left out
-    unless `keep_default`, for a default that depends on the data)."""
-    key = P + param
-    if st.session_state.get(key) not in options:
-        raw = st.query_params.get(param)
-        match = [o for o in options if str(o) == raw]
-        st.session_state[key] = match[0] if match else default
-    value = container.selectbox(label, options, key=key, format_func=format_func, help=help)
-    ui.sync_param(param, None if value == default and not keep_default else value)
-    return value
 
 
 def fmt_pp(value: float | None) -> str:
@@ -74,15 +47,15 @@ config = ui.page_header("Trends and guideline changes",
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(overview.available_weeks)
+weeks = ui.safe_call(overview.available_weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks, label="ISO week (the series ends here)")
-span = url_select("Weeks shown", list(SPANS), param="span", default="12",
+span = ui.url_select("Weeks shown", list(SPANS), prefix=P, param="span", default="12",
                   container=st.sidebar, format_func=SPANS.get,
                   help="The p-chart centre and limits are computed over the weeks shown.")
-trend = safe_call(weekly.series, last=None if span == "all" else int(span), until=week)
+trend = ui.safe_call(weekly.series, last=None if span == "all" else int(span), until=week)
 log = weekly.guideline_log(config)
 
 # -- series -------------------------------------------------------------------------------
@@ -122,15 +95,17 @@ st.dataframe(
 versions = [g["version"] for g in log]
 past = [g["version"] for g in log if g["week"] <= week]
 c1, c2 = st.columns([3, 1])
-change = url_select("Compare before and after the change to", versions, param="change",
+change = ui.url_select("Compare before and after the change to", versions, prefix=P,
+                       param="change",
                     default=(past or versions)[-1], container=c1, keep_default=True,
                     format_func=lambda v: next(f"{g['version']} (effective {g['effective']}"
                                                f", {g['week']}): {g['summary']}"
                                                for g in log if g["version"] == v))
-k = url_select("Weeks on each side", list(range(1, 9)), param="k", default=4, container=c2,
+k = ui.url_select("Weeks on each side", list(range(1, 9)), prefix=P, param="k", default=4,
+                  container=c2,
                help="The k ISO weeks before the week containing the effective date "
                     "against the k weeks after it; that week itself is left out.")
-ba = safe_call(weekly.before_after, change, k=k)
+ba = ui.safe_call(weekly.before_after, change, k=k)
 st.caption(f"Before: {ba['before_weeks'][0]} – {ba['before_weeks'][-1]} · after: "
            f"{ba['after_weeks'][0]} – {ba['after_weeks'][-1]} · {ba['week']} (the change's "
            "week) left out. Differences are after − before with Newcombe's 95% CI and a "
@@ -173,7 +148,7 @@ if alpha:
 
 # -- stale labels -------------------------------------------------------------------------
 st.subheader("Stale labels: legal but outdated")
-stale = safe_call(weekly.stale_labels)
+stale = ui.safe_call(weekly.stale_labels)
 if not stale:
     st.info("No guideline change names the fields it touched: add `fields = [...]` to the "
             "`[[guideline]]` entries to find labels made under an older version.")
@@ -200,9 +175,10 @@ if not with_stale:
                "latest version.")
     st.stop()
 c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-field = url_select("Field", with_stale, param="stale", default=with_stale[0], container=c1,
+field = ui.url_select("Field", with_stale, prefix=P, param="stale", default=with_stale[0],
+                      container=c1,
                    keep_default=True)
-rows = safe_call(weekly.stale_label_rows, field)
+rows = ui.safe_call(weekly.stale_label_rows, field)
 with c2:
     st.download_button(
         f"⬇️ Download {len(rows):,} stale annotations (CSV)", overview.csv_bytes(rows),

@@ -8,44 +8,18 @@ URL: ?week=2026-W47&scope=all&annotator=ann-02
 from __future__ import annotations
 
 import html
-import time
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from metrics import inventory, store, weekly
+from metrics import inventory, weekly
 from pages.common import ui
 
 P = "an_"
 FONT = 16
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call, with a locked database shown as "updating" and retried, never a traceback."""
-    try:
-        result = ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            tries = st.session_state.get(P + "retries", 0)
-            if tries < 30:
-                st.session_state[P + "retries"] = tries + 1
-                st.info("⏳ The database is updating (an ingest is writing). "
-                        "This page retries in a moment…")
-                time.sleep(2)
-                st.rerun()
-        st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    except RuntimeError as exc:
-        st.warning(str(exc))
-        st.stop()
-    st.session_state[P + "retries"] = 0
-    return result
-
-
-def init(key: str, value) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
 
 
 def guideline_marks(fig: go.Figure, weeks: list[str]) -> None:
@@ -68,20 +42,20 @@ config = ui.page_header(
 if not ui.has_data(config):
     ui.empty_project(config)
     st.stop()
-weeks = safe_call(inventory.weeks)
+weeks = ui.safe_call(inventory.weeks)
 if not weeks:
     ui.empty_project(config)
     st.stop()
 week = ui.week_picker(weeks)
-init(P + "all", st.query_params.get("scope") == "all")
+ui.init(P + "all", st.query_params.get("scope") == "all")
 all_weeks = st.sidebar.toggle("All weeks together", key=P + "all",
                               help="The table over every week instead of the picked one.")
 ui.sync_param("scope", "all" if all_weeks else "")
 scope = None if all_weeks else week
 scope_text = f"all {len(weeks)} weeks" if all_weeks else week
 
-table = safe_call(weekly.annotator_table, scope)
-pre = safe_call(weekly.prefill_summary, scope)
+table = ui.safe_call(weekly.annotator_table, scope)
+pre = ui.safe_call(weekly.prefill_summary, scope)
 
 st.subheader(f"Per annotator · {scope_text}")
 if table.empty:
@@ -161,13 +135,13 @@ st.caption("Click a column header to sort; click a row to see that annotator's t
 # -- trends ------------------------------------------------------------------------------
 
 st.subheader("Trends per annotator")
-init(P + "who", ui.query_default("annotator", ids, ids[0]))
+ui.init(P + "who", ui.query_default("annotator", ids, ids[0]))
 if st.session_state[P + "who"] not in ids:
     st.session_state[P + "who"] = ids[0]
 person = st.selectbox("Annotator", ids, key=P + "who")
 ui.sync_param("annotator", person)
-s = safe_call(inventory.annotator_series, person)
-team = safe_call(weekly.series, visual=True, ci=False)
+s = ui.safe_call(inventory.annotator_series, person)
+team = ui.safe_call(weekly.series, visual=True, ci=False)
 s = s.merge(team[["week", "schema_rate", "policy_rate", "visual_rate"]], on="week",
             how="left")
 mine = s[s["annotations"] > 0]

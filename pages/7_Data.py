@@ -25,32 +25,10 @@ ACTIONS = {"check": "Check only (dry run: nothing is written)",
            "ingest": "Ingest into the project database"}
 
 
-def safe_call(fn, *args, **kwargs):
-    """ui.call, with a locked database shown as "updating" and retried, never a traceback."""
-    try:
-        result = ui.call(fn, *args, **kwargs)
-    except store.DatabaseError as exc:
-        if "lock" in str(exc).lower():
-            tries = st.session_state.get(P + "retries", 0)
-            if tries < 30:
-                st.session_state[P + "retries"] = tries + 1
-                st.info("⏳ The database is updating (an ingest is writing). "
-                        "This page retries in a moment…")
-                time.sleep(2)
-                st.rerun()
-        st.error(f"The database cannot be read: {exc}")
-        st.stop()
-    st.session_state[P + "retries"] = 0
-    return result
-
 
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
-
-def init(key: str, value) -> None:
-    if key not in st.session_state:
-        st.session_state[key] = value
 
 
 config = ui.page_header(
@@ -60,7 +38,7 @@ has_data = ui.has_data(config)
 # -- exports -----------------------------------------------------------------------------
 
 st.subheader("Exports ingested")
-exports = safe_call(inventory.exports) if has_data else pd.DataFrame()
+exports = ui.safe_call(inventory.exports) if has_data else pd.DataFrame()
 if exports.empty:
     ui.empty_project(config)
 else:
@@ -103,11 +81,11 @@ if exports.empty:
 else:
     names = dict(zip(exports["export_id"].astype(str), exports["name"], strict=True))
     options = [""] + list(names)
-    init(P + "export", ui.query_default("export", options, ""))
+    ui.init(P + "export", ui.query_default("export", options, ""))
     chosen = st.selectbox("Export", options, key=P + "export",
                           format_func=lambda e: f"#{e} {names[e]}" if e else "All exports")
     ui.sync_param("export", chosen)
-    bad = safe_call(inventory.quarantine, int(chosen) if chosen else None)
+    bad = ui.safe_call(inventory.quarantine, int(chosen) if chosen else None)
     if bad.empty:
         st.success("No quarantined lines" + (f" in {names[chosen]}" if chosen else "")
                    + ": every line was a JSON object with item_id, annotator_id and "
@@ -143,7 +121,7 @@ st.caption(
 uploaded = st.file_uploader("Export file", key=P + "upload",
                             type=["jsonl", "ndjson", "json", "xml", "txt"],
                             max_upload_size=max(1, math.ceil(limit_mb)))
-init(P + "action", "check")
+ui.init(P + "action", "check")
 action = st.radio("What to do with it", list(ACTIONS), key=P + "action",
                   format_func=ACTIONS.get, horizontal=True)
 with st.expander("Options for files that do not name an annotator or a time (COCO, some "

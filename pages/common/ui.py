@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -181,3 +183,70 @@ def page_header(title: str, caption: str) -> ProjectConfig:
     st.title(title)
     st.caption(f"Project **{md_escape(config.name)}** · {caption}")
     return config
+
+
+DRILLDOWN = "Item_drilldown"
+
+
+def safe_call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """`call`, with a database locked by an ingest shown as "updating" and retried
+    (up to a minute), and any other unreadable database as a message, never a
+    traceback."""
+    try:
+        result = call(fn, *args, **kwargs)
+    except store.DatabaseError as exc:
+        if "lock" in str(exc).lower():
+            tries = st.session_state.get("ui_retries", 0)
+            if tries < 30:
+                st.session_state["ui_retries"] = tries + 1
+                st.info("⏳ The database is updating (an ingest is writing). "
+                        "This page retries in a moment…")
+                time.sleep(2)
+                st.rerun()
+        st.error(f"The database cannot be read: {exc}")
+        st.stop()
+    except RuntimeError as exc:
+        st.warning(str(exc))
+        st.stop()
+    st.session_state["ui_retries"] = 0
+    return result
+
+
+def init(key: str, value: Any) -> None:
+    """Set a session-state default once."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def light(status: str | None) -> str:
+    """The traffic light as a colored Markdown badge (readable without emoji fonts)."""
+    color = {"green": "green", "amber": "orange", "red": "red"}.get(status, "gray")
+    return f":{color}-badge[{status_badge(status)}]"
+
+
+def drill_url(item_id: str, week: str | None = None) -> str:
+    """Relative URL of the item drill-down, so it resolves under any base path."""
+    params = {"item": item_id, **({"week": week} if week else {})}
+    return f"{DRILLDOWN}?{urlencode(params)}"
+
+
+def url_select(label: str, options: list, *, param: str, prefix: str, default: Any = None,
+               all_label: str | None = None, container: Any = st, format_func=str,
+               help: str | None = None, keep_default: bool = False) -> Any:
+    """A selectbox whose value lives in the URL (`?param=value`).
+
+    With `all_label`, a first option meaning "no filter" is added and returned as None.
+    The default is left out of the URL unless `keep_default` (for a default that
+    depends on the data). Session keys carry the page's `prefix`.
+    """
+    opts = ([all_label] if all_label else []) + list(options)
+    if default is None:
+        default = opts[0] if opts else None
+    key = prefix + param
+    if st.session_state.get(key) not in opts:
+        raw = st.query_params.get(param)
+        match = [o for o in opts if str(o) == raw]
+        st.session_state[key] = match[0] if match else default
+    value = container.selectbox(label, opts, key=key, format_func=format_func, help=help)
+    sync_param(param, None if value == default and not keep_default else value)
+    return None if all_label is not None and value == all_label else value
