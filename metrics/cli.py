@@ -163,7 +163,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
            "--server.port", str(args.port), "--browser.gatherUsageStats", "false"]
     if args.headless:
         cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env=env, cwd=app.parent)  # .streamlit/config.toml lives there
 
 
 def build_parser() -> argparse.ArgumentParser:
