@@ -1,0 +1,1 @@
+"""The labelqa benchmark: `python -m bench --annotations N` (see `bench/__main__.py`)."""
