@@ -303,7 +303,9 @@ class Checker:
         self.config = config
         self.tz = config.tz
         self.validator = jsonschema_rs.Draft202012Validator(config.contract_schema())
-        self.items: dict[str, tuple[float, float]] = dict(known_items or {})
+        # Shared, not copied: the files of one ingest see each other's items.
+        self.items: dict[str, tuple[float, float]] = (
+            known_items if known_items is not None else {})
         self.new_items: dict[str, tuple[float, float, int]] = {}
         self.seen: dict[str, tuple[str, int]] = {}   # annotation_id -> (content hash, line)
         self.labels = config.labels
@@ -666,19 +668,20 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
                  options: Any = None,
                  on_wait: Callable[[str], None] | None = None,
                  ) -> IngestSummary:
-    """Load exports into the project database, one transaction per file.
+    """Load exports into the project database in one transaction.
 
     Each file is parsed, checked and staged into a private DuckDB file without touching
-    the project database; only the final move into it (dedupe, versions, derived tables)
-    holds the write lock, in one transaction. Dashboards reading meanwhile keep working;
-    a failure, Ctrl-C or a killed process leaves the database as it was.
+    the project database; only the final move of all of them (dedupe, versions, derived
+    tables, rebuilt once) holds the write lock, in one transaction. Dashboards reading
+    meanwhile keep working; a failure, Ctrl-C or a killed process leaves the database as
+    it was.
 
-    Raises FileUnusable for a file that cannot be used; files before it stay loaded.
-    `after_load` runs inside each file's transaction (derived tables are rebuilt there,
-    so readers never see new rows without their derived numbers). `options` (a
+    Raises FileUnusable for a file that cannot be used; the files before it are loaded.
+    `after_load` runs once inside the transaction (derived tables are rebuilt there, so
+    readers never see new rows without their derived numbers). `options` (a
     `metrics.importers.ImportOptions`) supply what a tool's export lacks (annotator,
     time) and how items are named; COCO captions files merge into their instances file.
-    `on_wait` is told when the write lock is busy (the CLI prints it).
+    `on_wait` is told when the database is locked (the CLI prints it).
     """
     from metrics.importers.detect import plan_exports
 
@@ -688,12 +691,56 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
     if not config.database.exists():
         store.connect(config.database).close()  # create the layout
     _clear_stale_stages(config.database)
-    for unit, opts in plan:
-        summary.files.append(
-            _ingest_one(config, unit.path, fmt=unit.fmt, progress=progress,
-                        after_load=after_load, options=opts, on_wait=on_wait)
-        )
+    stage_dir = _stage_dir(config.database)
+    stage_dir.mkdir(exist_ok=True)
+
+    # 1. A snapshot of what the checks need, under a shared (read-only) lock.
+    with store.open_db(config.database, read_only=True, wait_s=3600.0,
+                       on_wait=on_wait) as con:
+        loaded_shas = dict(con.execute("SELECT sha256, records FROM exports").fetchall())
+        # Shared by every file of this ingest, so sizes line up across them too.
+        items = {r[0]: (r[1], r[2]) for r in con.execute(
+            "SELECT item_id, image_width, image_height FROM items").fetchall()}
+
+    # 2. Parse, check and stage each file: no lock on the project database.
+    staged: list[_Staged] = []
+    unusable: FileUnusable | None = None
+    try:
+        for unit, opts in plan:
+            try:
+                st = _stage_one(config, unit.path, fmt=unit.fmt, options=opts, items=items,
+                                loaded_shas=loaded_shas, stage_dir=stage_dir,
+                                progress=progress)
+            except FileUnusable as exc:
+                unusable = exc
+                break
+            summary.files.append(st.fs)
+            if not st.fs.already_ingested:
+                staged.append(st)
+        # 3. The move into the project database: the only part under the write lock.
+        if staged:
+            t1 = time.perf_counter()
+            with store.open_db(config.database, wait_s=3600.0, on_wait=on_wait) as con:
+                _commit(con, staged, after_load=after_load, t1=t1)
+    finally:
+        for st in staged:
+            for f in stage_dir.glob(st.stage_path.name + "*"):
+                f.unlink(missing_ok=True)
+    if unusable is not None:
+        raise unusable
     return summary
+
+
+@dataclass
+class _Staged:
+    fs: FileSummary
+    checker: Checker
+    stage_path: Path
+    sha: str
+    path: Path
+    merged: tuple[Path, ...]
+    fmt: str
+    staged_s: float
 
 
 def _stage_dir(database: Path) -> Path:
@@ -724,37 +771,22 @@ def _export_identity(path: Path, merged: tuple[Path, ...]) -> str:
     return sha
 
 
-def _ingest_one(config: ProjectConfig, path: Path, *, fmt: str, progress: bool | None,
-                after_load, options: Any = None,
-                on_wait: Callable[[str], None] | None = None) -> FileSummary:
+def _stage_one(config: ProjectConfig, path: Path, *, fmt: str, options: Any,
+               items: dict, loaded_shas: dict, stage_dir: Path,
+               progress: bool | None) -> _Staged:
     merged = tuple(options.merge) if options is not None else ()
     name, reader = resolve_reader(path, fmt, options)
     sha = _export_identity(path, merged)
     fs = FileSummary(" + ".join(str(p) for p in (path, *merged)), format=name)
-
-    def already(con: duckdb.DuckDBPyConnection) -> bool:
-        row = con.execute("SELECT records FROM exports WHERE sha256 = $sha LIMIT 1",
-                          {"sha": sha}).fetchall()
-        if row:
-            fs.already_ingested = True
-            fs.records, fs.duplicates = row[0][0], row[0][0]
-        return bool(row)
-
-    # 1. A snapshot of what the check needs, under a shared (read-only) lock.
-    with store.open_db(config.database, read_only=True, wait_s=3600.0,
-                       on_wait=on_wait) as con:
-        if already(con):
-            return fs
-        known = {r[0]: (r[1], r[2]) for r in con.execute(
-            "SELECT item_id, image_width, image_height FROM items").fetchall()}
-
-    # 2. Parse, check and stage into a private file: no lock on the project database.
-    stage_dir = _stage_dir(config.database)
-    stage_dir.mkdir(exist_ok=True)
     stage_path = stage_dir / f"stage-{os.getpid()}-{time.monotonic_ns()}.duckdb"
-    checker = Checker(config, known)
+    checker = Checker(config, items)
+    st = _Staged(fs, checker, stage_path, sha, path, merged, name, 0.0)
+    if sha in loaded_shas:
+        fs.already_ingested = True
+        fs.records = fs.duplicates = loaded_shas[sha]
+        return st
+    t0 = time.perf_counter()
     try:
-        t0 = time.perf_counter()
         with duckdb.connect(str(stage_path)) as stage:
             for tname, cols in store.TABLES.items():
                 stage.execute(store.table_ddl(f"stage_{tname}", cols))
@@ -773,80 +805,92 @@ def _ingest_one(config: ProjectConfig, path: Path, *, fmt: str, progress: bool |
             process_file(path, checker, fs, reader=reader, sink=sink, export_id=0,
                          next_key=1, progress=progress)
             stage.execute("CHECKPOINT")
-        staged_s = time.perf_counter() - t0
-
-        # 3. The move into the project database: the only part under the write lock.
-        t1 = time.perf_counter()
-        with store.open_db(config.database, wait_s=3600.0, on_wait=on_wait) as con:
-            lock_wait_s = time.perf_counter() - t1
-            if already(con):  # a concurrent ingest of the same file won the race
-                fs.loaded = fs.quarantined = fs.skipped_records = 0
-                return fs
-            _commit(con, config, checker, fs, stage_path=stage_path, sha=sha, path=path,
-                    merged=merged, fmt=name, after_load=after_load,
-                    timings=(staged_s, lock_wait_s, t1))
-    finally:
+    except BaseException:
         for f in stage_dir.glob(stage_path.name + "*"):
             f.unlink(missing_ok=True)
-    return fs
+        raise
+    st.staged_s = time.perf_counter() - t0
+    return st
 
 
-def _commit(con: duckdb.DuckDBPyConnection, config: ProjectConfig, checker: Checker,
-            fs: FileSummary, *, stage_path: Path, sha: str, path: Path,
-            merged: tuple[Path, ...], fmt: str, after_load, timings) -> None:
-    staged_s, lock_wait_s, t1 = timings
-    con.execute(f"ATTACH '{_sql_path(stage_path)}' AS stg (READ_ONLY)")
+def _commit(con: duckdb.DuckDBPyConnection, staged: list[_Staged], *, after_load,
+            t1: float) -> None:
+    """Move every staged export into the store in one transaction; derived tables are
+    rebuilt once at the end."""
+    lock_wait_s = time.perf_counter() - t1
+    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            export_id = con.execute(
-                "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
-            base = con.execute(
-                "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
-            for tname in store.TABLES:
-                if tname == "quarantine":
-                    expr, params = "$eid AS export_id", {"eid": export_id}
-                elif tname == "annotations":
-                    expr = "ann_key + $base AS ann_key, $eid AS export_id"
-                    params = {"eid": export_id, "base": base}
-                else:
-                    expr, params = "ann_key + $base AS ann_key", {"base": base}
-                con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
-                            f"SELECT * REPLACE ({expr}) FROM stg.stage_{tname}", params)
-            checker.new_items = {k: (w, h, key + base)
-                                 for k, (w, h, key) in checker.new_items.items()}
-            _finalize(con, checker, fs)
-            con.execute(
-                """INSERT INTO exports BY NAME SELECT
-                   $id AS export_id, $path AS path, $name AS name, $sha AS sha256,
-                   $fmt AS format, $size AS size_bytes, now() AS ingested_at,
-                   $records AS records, $loaded AS loaded, $dups AS duplicates,
-                   $quar AS quarantined, $skipped_records AS skipped_records,
-                   $new_versions AS new_versions, $boxes AS boxes,
-                   $skipped::JSON AS skipped, $by_role::JSON AS by_role,
-                   $staged AS stage_seconds, $wait AS lock_wait_seconds""",
-                {"id": export_id, "path": str(path.resolve()),
-                 "name": " + ".join(p.name for p in (path, *merged)), "sha": sha,
-                 "fmt": fmt, "size": sum(p.stat().st_size for p in (path, *merged)),
-                 "records": fs.records, "loaded": fs.loaded, "dups": fs.duplicates,
-                 "quar": fs.quarantined, "skipped_records": fs.skipped_records,
-                 "new_versions": fs.new_versions, "boxes": fs.boxes,
-                 "skipped": json.dumps(dict(fs.skipped)),
-                 "by_role": json.dumps(dict(fs.by_role)),
-                 "staged": staged_s, "wait": lock_wait_s},
-            )
-            if after_load is not None:
-                after_load(con)
-            store.bump_generation(con)
-            con.execute("UPDATE exports SET commit_seconds = $s WHERE export_id = $id",
-                        {"s": time.perf_counter() - t1 - lock_wait_s, "id": export_id})
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            for tname in store.TABLES:
-                con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+        moved = []
+        for st in staged:
+            row = con.execute("SELECT records FROM exports WHERE sha256 = $sha LIMIT 1",
+                              {"sha": st.sha}).fetchall()
+            if row:  # the same file twice in one ingest, or a concurrent ingest won
+                fs = st.fs
+                fs.already_ingested = True
+                fs.loaded = fs.quarantined = fs.skipped_records = fs.new_versions = 0
+                fs.boxes = fs.schema_error_annotations = fs.policy_error_annotations = 0
+                fs.by_role.clear()
+                fs.skipped.clear()
+                fs.records = fs.duplicates = row[0][0]
+                continue
+            moved.append(_move(con, st, lock_wait_s))
+        if after_load is not None:
+            after_load(con)
+        store.bump_generation(con)
+        con.execute("UPDATE exports SET commit_seconds = $s WHERE list_contains($ids, "
+                    "export_id)", {"s": time.perf_counter() - t1 - lock_wait_s,
+                                   "ids": moved})
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _move(con: duckdb.DuckDBPyConnection, st: _Staged, lock_wait_s: float) -> int:
+    """One staged export into the store (inside the caller's transaction): its id."""
+    fs, checker = st.fs, st.checker
+    con.execute(f"ATTACH '{_sql_path(st.stage_path)}' AS stg (READ_ONLY)")
+    try:
+        export_id = con.execute(
+            "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
+        base = con.execute(
+            "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
+        for tname in store.TABLES:
+            if tname == "quarantine":
+                expr, params = "$eid AS export_id", {"eid": export_id}
+            elif tname == "annotations":
+                expr = "ann_key + $base AS ann_key, $eid AS export_id"
+                params = {"eid": export_id, "base": base}
+            else:
+                expr, params = "ann_key + $base AS ann_key", {"base": base}
+            con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
+                        f"SELECT * REPLACE ({expr}) FROM stg.stage_{tname}", params)
+        checker.new_items = {k: (w, h, key + base)
+                             for k, (w, h, key) in checker.new_items.items()}
+        _finalize(con, checker, fs)
+        paths = (st.path, *st.merged)
+        con.execute(
+            """INSERT INTO exports BY NAME SELECT
+               $id AS export_id, $path AS path, $name AS name, $sha AS sha256,
+               $fmt AS format, $size AS size_bytes, now() AS ingested_at,
+               $records AS records, $loaded AS loaded, $dups AS duplicates,
+               $quar AS quarantined, $skipped_records AS skipped_records,
+               $new_versions AS new_versions, $boxes AS boxes,
+               $skipped::JSON AS skipped, $by_role::JSON AS by_role,
+               $staged AS stage_seconds, $wait AS lock_wait_seconds""",
+            {"id": export_id, "path": str(st.path.resolve()),
+             "name": " + ".join(p.name for p in paths), "sha": st.sha,
+             "fmt": st.fmt, "size": sum(p.stat().st_size for p in paths),
+             "records": fs.records, "loaded": fs.loaded, "dups": fs.duplicates,
+             "quar": fs.quarantined, "skipped_records": fs.skipped_records,
+             "new_versions": fs.new_versions, "boxes": fs.boxes,
+             "skipped": json.dumps(dict(fs.skipped)),
+             "by_role": json.dumps(dict(fs.by_role)),
+             "staged": st.staged_s, "wait": lock_wait_s},
+        )
+        for tname in store.TABLES:
+            con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+        return export_id
     finally:
         con.execute("DETACH stg")
 

@@ -374,3 +374,36 @@ def test_box_without_usable_bbox_is_a_contract_error_whatever_the_schema(project
     rows = con.execute("SELECT box_idx, matchable FROM boxes ORDER BY 1").fetchall()
     con.close()
     assert rows == [(0, False), (1, False), (2, True)]
+
+
+def test_several_files_one_transaction_one_rebuild(project, monkeypatch):
+    import metrics.derived as derived
+
+    calls = []
+    real = derived.refresh
+    monkeypatch.setattr(derived, "refresh", lambda con, cfg: (calls.append(1), real(con, cfg)))
+    a = project.write("a.jsonl", [record(item="i1")])
+    b = project.write("b.jsonl", [record(item="i1", annotator="b",
+                                         image={"uri": "x", "width": 50, "height": 50})])
+    summary = project.ingest(a, b, a)
+    assert calls == [1]  # derived tables rebuilt once for the whole ingest
+    fa, fb, again = summary.files
+    assert (fa.loaded, fb.loaded) == (1, 1)
+    # The second file's image size is checked against the first file's.
+    assert fb.errors_by == {("/image", "imageSize"): 1}
+    assert again.already_ingested and again.loaded == 0 and again.duplicates == 1
+    con = project.connect()
+    assert con.execute("SELECT count(*) FROM exports").fetchall()[0][0] == 2
+    assert con.execute("SELECT value FROM meta WHERE key = 'generation'"
+                       ).fetchall()[0][0] == "1"
+    con.close()
+
+
+def test_unusable_file_after_good_ones_keeps_those(project):
+    good = project.write("good.jsonl", [record(item="i1")])
+    with pytest.raises(FileUnusable, match="no such file|empty"):
+        empty = project.write("empty.jsonl", [])
+        project.ingest(good, empty)
+    con = project.connect()
+    assert con.execute("SELECT name FROM exports").fetchall() == [("good.jsonl",)]
+    con.close()
