@@ -410,9 +410,10 @@ class Checker:
                 bbox = box.get("bbox")
                 x = y = w = h = None
                 matchable = False
-                if (isinstance(bbox, list) and len(bbox) == 4
-                        and all(_is_num(v) and math.isfinite(v) for v in bbox)):
-                    x, y, w, h = (float(v) for v in bbox)
+                if (type(bbox) is list and len(bbox) == 4
+                        and all(type(v) is int or (type(v) is float and math.isfinite(v))
+                                for v in bbox)):
+                    x, y, w, h = float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])
                     if w <= 0 or h <= 0:
                         extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "positiveSize",
                               f"box {idx} has non-positive size {w:g}x{h:g}")
