@@ -43,17 +43,9 @@ def fmt_pp(delta: float | None) -> str | None:
     return None if delta is None else f"{delta * 100:+.1f} pp"
 
 
-config = ui.page_header("Weekly QA overview",
-                        "schema errors, text policy and visual agreement of one ISO week")
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-
-weeks = ui.safe_call(overview.available_weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks)
+config, weeks, week = ui.open_weekly_page(
+    "Weekly QA overview",
+    "schema errors, text policy and visual agreement of one ISO week")
 ov = ui.safe_call(overview.week_overview, week)
 
 top, download = st.columns([3, 1], vertical_alignment="center")

@@ -47,7 +47,6 @@ __all__ = [
     "safe_upload_name",
     "save_upload",
     "upload_dir",
-    "weeks",
     "word_diff_spans",
 ]
 
@@ -75,13 +74,6 @@ def _ratio(num: float, den: float) -> float | None:
 # --------------------------------------------------------------------------------------
 # Visual agreement, filtered
 # --------------------------------------------------------------------------------------
-
-
-def weeks(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> list[str]:
-    """`metrics.weekly.weeks` in the ``fn(con, config)`` shape the dashboard calls."""
-    from metrics.weekly import weeks as _weeks
-
-    return _weeks(con)
 
 
 def annotators(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> list[str]:

@@ -20,17 +20,10 @@ ALL = "All"
 
 
 
-config = ui.page_header("Schema errors",
-                        "annotations that break the contract (JSON Schema and the checks "
-                        "it cannot state)")
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(overview.available_weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks)
+config, weeks, week = ui.open_weekly_page(
+    "Schema errors",
+    "annotations that break the contract (JSON Schema and the checks "
+    "it cannot state)")
 sw = ui.safe_call(weekly.schema_week, week)
 trend = ui.safe_call(weekly.series, visual=False)
 log = weekly.guideline_log(config)

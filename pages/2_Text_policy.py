@@ -46,17 +46,10 @@ def describe(v: dict) -> str:
     return head
 
 
-config = ui.page_header("Text policy",
-                        "annotations whose text breaks the written rules of labelqa.toml")
+config, weeks, week = ui.open_weekly_page(
+    "Text policy",
+    "annotations whose text breaks the written rules of labelqa.toml")
 RULE_TYPES = {r.id: r.type for r in config.policy}
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(overview.available_weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks)
 pw = ui.safe_call(weekly.policy_week, week)
 trend = ui.safe_call(weekly.series, visual=False)
 log = weekly.guideline_log(config)

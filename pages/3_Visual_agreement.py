@@ -69,19 +69,10 @@ def plural(n: int, word: str) -> str:
 
 # -- page --------------------------------------------------------------------------------
 
-config = ui.page_header(
+config, weeks, week = ui.open_weekly_page(
     "Visual agreement",
     "M3 visual disagreement on the stable sample and its breakdown into presence, class, "
-    "text and schema agreement",
-)
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(inventory.weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks)
+    "text and schema agreement")
 people = ui.safe_call(inventory.annotators)
 v = ui.safe_call(visual.visual_week, week)
 # Configured labels, then any other label boxes carried this week (e.g. an unknown "truck").

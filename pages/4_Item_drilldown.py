@@ -38,19 +38,11 @@ def who(a: dict) -> str:
 
 # -- page --------------------------------------------------------------------------------
 
-config = ui.page_header(
+config, weeks, week = ui.open_weekly_page(
     "Item drill-down",
     "one item: every annotator's boxes over the image, the fields side by side, "
     "errors and violations",
-)
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(inventory.weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks, label="ISO week (item list)")
+    week_label="ISO week (item list)")
 
 ui.init(P + "item", st.query_params.get("item", "").strip())
 ui.init(P + "item_text", st.session_state[P + "item"])

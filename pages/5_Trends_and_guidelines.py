@@ -42,16 +42,10 @@ def fmt_p(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-config = ui.page_header("Trends and guideline changes",
-                        "weekly series with control limits; did the guideline change help?")
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(overview.available_weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks, label="ISO week (the series ends here)")
+config, weeks, week = ui.open_weekly_page(
+    "Trends and guideline changes",
+    "weekly series with control limits; did the guideline change help?",
+    week_label="ISO week (the series ends here)")
 span = ui.url_select("Weeks shown", list(SPANS), prefix=P, param="span", default="12",
                   container=st.sidebar, format_func=SPANS.get,
                   help="The p-chart centre and limits are computed over the weeks shown.")

@@ -35,18 +35,9 @@ def guideline_marks(fig: go.Figure, weeks: list[str]) -> None:
 
 # -- page --------------------------------------------------------------------------------
 
-config = ui.page_header(
+config, weeks, week = ui.open_weekly_page(
     "Annotators",
-    "each annotator against peers and gold: volume, errors, agreement, pre-fill acceptance",
-)
-if not ui.has_data(config):
-    ui.empty_project(config)
-    st.stop()
-weeks = ui.safe_call(inventory.weeks)
-if not weeks:
-    ui.empty_project(config)
-    st.stop()
-week = ui.week_picker(weeks)
+    "each annotator against peers and gold: volume, errors, agreement, pre-fill acceptance")
 ui.init(P + "all", st.query_params.get("scope") == "all")
 all_weeks = st.sidebar.toggle("All weeks together", key=P + "all",
                               help="The table over every week instead of the picked one.")

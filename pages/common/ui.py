@@ -250,3 +250,17 @@ def url_select(label: str, options: list, *, param: str, prefix: str, default: A
     value = container.selectbox(label, opts, key=key, format_func=format_func, help=help)
     sync_param(param, None if value == default and not keep_default else value)
     return None if all_label is not None and value == all_label else value
+
+
+def open_weekly_page(title: str, caption: str, *, week_label: str = "ISO week",
+                     ) -> tuple[ProjectConfig, list[str], str]:
+    """The top of every weekly page: header, the empty state when there is no data,
+    and the week picker. Returns (config, weeks with data, the picked week)."""
+    from metrics.overview import available_weeks
+
+    config = page_header(title, caption)
+    weeks = safe_call(available_weeks) if has_data(config) else []
+    if not weeks:
+        empty_project(config)
+        st.stop()
+    return config, weeks, week_picker(weeks, label=week_label)
