@@ -12,12 +12,35 @@ from metrics.config import ProjectConfig, load_config
 from metrics.ingest import IngestSummary, ingest_files
 
 
+def _zone(con) -> str | None:
+    row = con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchall()
+    return row[0][0] if row else None
+
+
+def rezone(con, config: ProjectConfig) -> None:
+    """Weeks are stored per annotation, in the project time zone. When the config's
+    time zone changed since they were computed, recompute them in place (DuckDB's
+    ISO year and week of `submitted_at` in that zone)."""
+    zone = _zone(con)
+    if zone == config.timezone:
+        return
+    if zone is not None:
+        con.execute("UPDATE annotations SET week = "
+                    "strftime(timezone($tz, submitted_at), '%G-W%V')",
+                    {"tz": config.timezone})
+    con.execute("INSERT INTO meta VALUES ('timezone', $tz) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                {"tz": config.timezone})
+
+
 def _refresher(config: ProjectConfig):
-    try:
-        from metrics.derived import refresh
-    except ImportError:
-        return None
-    return lambda con: refresh(con, config)
+    from metrics.derived import refresh
+
+    def after_load(con) -> None:
+        rezone(con, config)
+        refresh(con, config)
+
+    return after_load
 
 
 def ingest(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "auto",
@@ -33,7 +56,8 @@ def ingest(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str = "au
 
 def ensure_derived(config: ProjectConfig) -> bool:
     """Rebuild the derived tables when the config they depend on changed (labels,
-    fields, thresholds, sample) or they predate this version; True when rebuilt.
+    fields, thresholds, sample, time zone) or they predate this version; True when
+    rebuilt.
 
     Readers open the database read-only, so this takes the write lock briefly first.
     """
@@ -42,12 +66,12 @@ def ensure_derived(config: ProjectConfig) -> bool:
     if not config.database.exists():
         return False
     with store.open_db(config.database, read_only=True) as con:
-        if derived.is_current(con, config):
+        if derived.is_current(con, config) and _zone(con) in (None, config.timezone):
             return False
     with store.open_db(config.database) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            derived.refresh(con, config)
+            _refresher(config)(con)
             store.bump_generation(con)
             con.execute("COMMIT")
         except BaseException:

@@ -33,3 +33,21 @@ def test_config_change_rebuilds_derived_tables(project, capsys):
     cfg.write_text(cfg.read_text().replace('pinned = []', 'pinned = ["i1"]'))
     v = _visual(capsys, project)
     assert (v["items"], v["pairs"]) == (1, 1)
+
+
+def test_timezone_change_moves_weeks(project, capsys):
+    # Sunday 2026-01-11 13:00 UTC is Monday in Auckland: the next ISO week there.
+    project.ingest(project.write("w.jsonl", [record(item="a", when="2026-01-11T13:00:00Z")]))
+    assert main(["report", "--project", str(project.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["week"] == "2026-W02"
+    cfg = project.root / "labelqa.toml"
+    cfg.write_text(cfg.read_text().replace('timezone = "UTC"',
+                                           'timezone = "Pacific/Auckland"'))
+    assert main(["report", "--project", str(project.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["week"], data["annotations"]) == ("2026-W03", 1)
+    # And new exports land in the same zone's weeks.
+    project.ingest(project.write("w2.jsonl", [record(item="b", when="2026-01-11T13:00:00Z")]))
+    assert main(["report", "--project", str(project.root), "--json",
+                 "--week", "2026-W03"]) == 0
+    assert json.loads(capsys.readouterr().out)["annotations"] == 2
