@@ -70,8 +70,10 @@ _REQUIRED_TYPE_KEYS = {"banned": ("patterns",), "pattern": ("pattern",)}
 _CROSS_MODAL = ("invented_objects", "unmentioned_objects")
 
 _NOT_WORD = r"[^\p{L}\p{N}_]"
-_BOUNDED_OPEN = rf"(?:^|{_NOT_WORD})("
-_BOUNDED_CLOSE = rf")(?:$|{_NOT_WORD})"
+_BOUND_L = rf"(?:^|{_NOT_WORD})"
+_BOUND_R = rf"(?:$|{_NOT_WORD})"
+_BOUNDED_OPEN = _BOUND_L + "("
+_BOUNDED_CLOSE = ")" + _BOUND_R
 # What str.split() splits on, as near as RE2 classes allow: \s is ASCII-only in RE2.
 _SPACE = r"[\s\x{0B}\x{1C}-\x{1F}\x{85}\p{Z}]+"
 
@@ -446,12 +448,12 @@ class _Text:
 
     __slots__ = ("text", "data", "_ascii", "_last_byte", "_last_cp")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, data: bytes | None = None) -> None:
         self.text = text
         self._ascii = text.isascii()
         # A lone surrogate (legal in JSON "\ud800") cannot be UTF-8; "?" keeps one code
         # point per code point, so offsets still index the original string.
-        self.data = text.encode("utf-8", "replace")
+        self.data = text.encode("utf-8", "replace") if data is None else data
         self._last_byte = 0
         self._last_cp = 0
 
@@ -537,10 +539,43 @@ def _is_word_char(ch: str) -> bool:
     return ch == "_" or unicodedata.category(ch)[0] in "LN"
 
 
-class _LabelMatcher:
-    """All ``[labels]`` words in one RE2 program, one capture group per set of labels."""
+def _norm(words: str) -> str:
+    """How a label word, or the text that matched it, is keyed: whitespace-collapsed and
+    casefolded. Every character RE2 matches case-insensitively with a word's character
+    has the same casefold (tests/test_policy.py checks this over all code points), so the
+    text a word matched keys to that word."""
+    return " ".join(words.split()).casefold()
 
-    __slots__ = ("regex", "group_labels", "known")
+
+_WORD_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+class _LabelMatcher:
+    """All ``[labels]`` words in one RE2 program; the labels a match names are looked up by
+    the matched words.
+
+    ``regex`` is the reference form, one capture group per set of labels (``group_labels``),
+    used only as a fallback. The searches use one of two programs without those groups,
+    so that RE2 need not run its submatch engine over every group:
+
+    - ``zero`` (when every word is ASCII letters, digits, underscores and spaces): no
+      capture group at all, which RE2 answers with its DFAs alone. The matched words are
+      the match minus its boundary characters: a word starts and ends with a word
+      character, and a boundary character is never one.
+    - ``one`` otherwise: group 1 only, the words between the boundaries.
+
+    Either way the matched words key ``owners`` (by :func:`_norm`; ``raw_owners`` by the
+    exact UTF-8 of a normalized word, which skips the normalizing for most matches).
+
+    ``unshadowable``: no match of one set's word can overlap a match of another set's (no
+    word's tokens are inside another's, no proper suffix of one is a proper prefix of
+    another, across sets; only for the ASCII words of ``zero``, which match whole runs of
+    word characters). Then every set of labels whose words match somewhere is named,
+    which lets :func:`check_fields` learn the named labels from an ``re2.Set`` screen.
+    """
+
+    __slots__ = ("regex", "group_labels", "group_alts", "known", "owners", "raw_owners",
+                 "one", "zero", "unshadowable")
 
     def __init__(self, labels: Mapping[str, Sequence[str]]) -> None:
         by_word: dict[str, list[str]] = {}
@@ -549,7 +584,7 @@ class _LabelMatcher:
             for word in words:
                 if not isinstance(word, str) or not word.split():
                     continue
-                norm = " ".join(word.split()).casefold()
+                norm = _norm(word)
                 pattern_of.setdefault(norm, _literal_alternation([word], f"labels.{label}"))
                 owners = by_word.setdefault(norm, [])
                 if label not in owners:
@@ -559,18 +594,102 @@ class _LabelMatcher:
             groups.setdefault(tuple(owners), []).append(pattern_of[norm])
         self.known = frozenset(label for owners in groups for label in owners)
         self.group_labels = tuple(groups)
-        if groups:
-            inner = "|".join(f"({'|'.join(pats)})" for pats in groups.values())
-            # longest_match: "traffic light" wins over a label whose word is "traffic"
-            self.regex = _compile(
-                _BOUNDED_OPEN + inner + _BOUNDED_CLOSE, "labels",
-                _options(case_sensitive=False, longest_match=True), embedded=True,
-            )
-        else:
+        self.group_alts = tuple("|".join(pats) for pats in groups.values())
+        self.owners = {norm: tuple(owners) for norm, owners in by_word.items()}
+        self.raw_owners = {norm.encode("utf-8", "replace"): owners
+                           for norm, owners in self.owners.items()}
+        self.one = self.zero = None
+        self.unshadowable = False
+        if not groups:
             self.regex = None
+            return
+        options = _options(case_sensitive=False, longest_match=True)
+        inner = "|".join(f"({alt})" for alt in self.group_alts)
+        # longest_match: "traffic light" wins over a label whose word is "traffic"
+        self.regex = _compile(_BOUNDED_OPEN + inner + _BOUNDED_CLOSE, "labels", options,
+                              embedded=True)
+        flat = "|".join(self.group_alts)
+        if all(_is_ascii_word(tok) for norm in by_word for tok in norm.split(" ")):
+            self.zero = _compile(f"{_BOUND_L}(?:{flat}){_BOUND_R}", "labels", options,
+                                 embedded=True)
+            self.unshadowable = _no_overlap(self.owners)
+        else:
+            self.one = _compile(_BOUNDED_OPEN + flat + _BOUNDED_CLOSE, "labels", options,
+                                embedded=True)
 
     def find(self, t: _Text) -> list[tuple[int, int, tuple[str, ...]]]:
         """Mentions in text order: (start, end) in code points and the labels named."""
+        if self.regex is None:
+            return []
+        if self.zero is not None and _UNANCHORED is not None:
+            found = self._find_zero(t)
+        elif self.one is not None:
+            found = self._find_one(t)
+        else:
+            found = None
+        return self.find_reference(t) if found is None else found
+
+    def _find_zero(self, t: _Text) -> list[tuple[int, int, tuple[str, ...]]] | None:
+        """``find`` with the ``zero`` program; None when a match touches an end of the text
+        at a non-ASCII character (is it a boundary?) or its words key no label."""
+        match = self.zero._regexp.Match
+        raw, owners_of = self.raw_owners, self.owners
+        data = t.data
+        ascii_text = t._ascii
+        n = len(data)
+        pos = 0
+        found = []
+        while True:
+            ((start, end),) = match(_UNANCHORED, data, pos, n)
+            if start < 0:
+                return found
+            # the boundary before: one non-word character, or none at the start of the text
+            b = data[start]
+            if start:
+                start += 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            elif b >= 0x80:
+                return None
+            elif b not in _WORD_BYTES:
+                start = 1
+            # the boundary after: likewise
+            if end < n:
+                end -= 1
+                while data[end] & 0xC0 == 0x80:
+                    end -= 1
+            else:
+                b = data[end - 1]
+                if b >= 0x80:
+                    return None
+                if b not in _WORD_BYTES:
+                    end -= 1
+            words = data[start:end]
+            owners = raw.get(words)
+            if owners is None:
+                owners = owners_of.get(_norm(words.decode("utf-8")))
+                if owners is None:
+                    return None
+            found.append((start, end, owners) if ascii_text
+                         else (t.cp(start), t.cp(end), owners))
+            pos = end  # the words end in a word character: see _bounded_spans
+
+    def _find_one(self, t: _Text) -> list[tuple[int, int, tuple[str, ...]]] | None:
+        """``find`` with the ``one`` program; None when the words of a match key no label."""
+        raw, owners_of = self.raw_owners, self.owners
+        data = t.data
+        found = []
+        for spans in _bounded_spans(self.one, t):
+            start, end = spans[1]
+            words = data[start:end]
+            owners = raw.get(words)
+            if owners is None:
+                owners = owners_of.get(_norm(words.decode("utf-8")))
+                if owners is None:
+                    return None
+            found.append((t.cp(start), t.cp(end), owners))
+        return found
+
+    def find_reference(self, t: _Text) -> list[tuple[int, int, tuple[str, ...]]]:
+        """``find`` with the capture group of each set of labels (slow: the reference)."""
         if self.regex is None:
             return []
         found = []
@@ -580,6 +699,39 @@ class _LabelMatcher:
                     found.append((t.cp(spans[1][0]), t.cp(spans[1][1]), owners))
                     break
         return found
+
+
+def _is_ascii_word(token: str) -> bool:
+    return token.isascii() and all(ch.isalnum() or ch == "_" for ch in token)
+
+
+def _no_overlap(owners: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether no two words of different sets of labels can match overlapping text.
+
+    For words of ASCII word tokens (so each token matches one whole run of word
+    characters, and two tokens match the same run only when equal up to case): two matches
+    overlap only when the tokens of one are a contiguous part of the other's, or a proper
+    suffix of one is a proper prefix of the other.
+    """
+    inside: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    prefixes: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    suffixes: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for norm, group in owners.items():
+        tokens = tuple(norm.split(" "))
+        k = len(tokens)
+        for i in range(k):
+            for j in range(i + 1, k + 1):
+                inside.setdefault(tokens[i:j], set()).add(group)
+        for i in range(1, k):
+            prefixes.setdefault(tokens[:i], set()).add(group)
+            suffixes.setdefault(tokens[i:], set()).add(group)
+    for norm, group in owners.items():
+        if inside[tuple(norm.split(" "))] != {group}:
+            return False
+    for part, groups in suffixes.items():
+        if len(groups | prefixes.get(part, groups)) > 1:
+            return False
+    return True
 
 
 _MATCHERS: dict[int, tuple[Any, _LabelMatcher]] = {}
@@ -636,14 +788,150 @@ def label_mentions(
 
 # --------------------------------------------------------------------------- checking
 
+# What check_fields does with a rule on one text: count the words; run the exact search
+# of a banned or hedging rule; search a pattern rule's program; report a pattern rule the
+# screen found no match of; look for invented objects.
+_LENGTH, _WORDS, _SEARCH, _FAILED, _INVENTED = range(5)
+# Options a screen's re2.Set shares with every program in it (case is set inline).
+_SCREEN_OPTIONS = ("encoding", "posix_syntax", "literal", "never_nl", "dot_nl",
+                   "perl_classes", "word_boundary", "one_line")
 
-_Plan = tuple[tuple[str, tuple[Rule, ...], bool, bool], ...]
-_PLANS: dict[int, tuple[Any, _Plan]] = {}
+
+class _Verdict:
+    """What a screen's answer for a text leaves to do: (rule, action) in rule order
+    (``todo``); of the sets of labels with a word matching somewhere (None when the labels
+    are not screened), the labels named alone (``named_alone``) and the sets of several
+    labels (``shared``); all the labels they name (``named``)."""
+
+    __slots__ = ("todo", "shared", "named_alone", "named")
+
+    def __init__(self, todo: tuple[tuple[Rule, int], ...],
+                 groups: tuple[tuple[str, ...], ...] | None) -> None:
+        self.todo = todo
+        self.shared = None if groups is None else tuple(g for g in groups if len(g) > 1)
+        self.named_alone = frozenset(g[0] for g in groups or () if len(g) == 1)
+        self.named = frozenset(label for owners in groups or () for label in owners)
 
 
-def _plan(rules: Sequence[Rule]) -> _Plan:
-    """Per field name, in order of first appearance: its rules, whether any needs the
-    label words, whether any is ``unmentioned_objects`` (cached by identity)."""
+class _Screen:
+    """One ``re2.Set`` per field that answers, in one pass over a text, which ``banned``
+    and ``hedging`` rules match somewhere, which ``pattern`` rules match, and which sets of
+    labels (``_LabelMatcher.group_labels``) have a word matching somewhere.
+
+    It only screens: a banned or hedging rule the Set does not report cannot match, so its
+    exact search is skipped; mentions are searched only when a reported set of labels has
+    no box (``invented_objects``) or the named labels cannot be read off the reported sets
+    (``unmentioned_objects`` when the matcher is not ``unshadowable``). Program 0 is the
+    empty pattern, which matches every text: an answer without it means RE2's DFA ran out
+    of memory (the Set then reports nothing), and the text is checked without the screen.
+    Answers (the indices, in the order found) are turned into a :class:`_Verdict` once.
+    """
+
+    __slots__ = ("match", "verdicts", "named", "_rules", "_index", "_group_owners")
+
+    def __init__(self, field_rules: Sequence[Rule], matcher: _LabelMatcher | None) -> None:
+        rset = re2.Set.SearchSet(_options())
+        rset.Add("")
+        self._rules = field_rules
+        self._index: dict[int, int] = {}
+        for rule in field_rules:
+            if rule.type in ("banned", "hedging", "pattern"):
+                pattern = _screen_pattern(rule.regex)
+                if pattern is not None:
+                    try:
+                        self._index[id(rule)] = rset.Add(pattern)
+                    except re2.error:
+                        pass
+        self._group_owners: dict[int, tuple[str, ...]] = {}
+        if matcher is not None and matcher.regex is not None:
+            try:
+                for owners, alt in zip(matcher.group_labels, matcher.group_alts, strict=True):
+                    i = rset.Add(f"(?i:{_BOUND_L}(?:{alt}){_BOUND_R})")
+                    self._group_owners[i] = owners
+            except re2.error:
+                self._group_owners = {}
+        self.named = bool(self._group_owners) and matcher.unshadowable
+        rset.Compile()
+        low = getattr(rset, "_set", None)
+        self.match = low.Match if callable(getattr(low, "Match", None)) else rset.Match
+        self.verdicts: dict[tuple[int, ...], _Verdict] = {}
+
+    def learn(self, hits: Sequence[int]) -> _Verdict:
+        """The verdict of an answer (which includes program 0)."""
+        present = set(hits)
+        todo = []
+        for rule in self._rules:
+            kind = rule.type
+            index = self._index.get(id(rule), -1)
+            if kind == "length":
+                todo.append((rule, _LENGTH))
+            elif kind == "banned" or kind == "hedging":
+                if index < 0 or index in present:
+                    todo.append((rule, _WORDS))
+            elif kind == "pattern":
+                if index < 0:
+                    todo.append((rule, _SEARCH))
+                elif index not in present:
+                    todo.append((rule, _FAILED))
+            elif kind == "invented_objects":
+                todo.append((rule, _INVENTED))
+        owners_at = self._group_owners
+        groups = tuple(owners_at[i] for i in hits if i in owners_at) if owners_at else None
+        verdict = _Verdict(tuple(todo), groups)
+        if len(self.verdicts) >= 4096:
+            self.verdicts.clear()
+        self.verdicts[tuple(hits)] = verdict
+        return verdict
+
+
+def _screen_pattern(regex: Any) -> str | None:
+    """A rule's program for a case-sensitive screen Set, or None when it cannot go in."""
+    options = getattr(regex, "options", None)
+    pattern = getattr(regex, "pattern", None)
+    if options is None or not isinstance(pattern, str):
+        return None
+    default = _options()
+    if any(getattr(options, name) != getattr(default, name) for name in _SCREEN_OPTIONS):
+        return None
+    return pattern if options.case_sensitive else f"(?i:{pattern})"
+
+
+class _FieldPlan:
+    """A field's rules: all of them in order, the ``unmentioned_objects`` ones, whether any
+    needs the label words, what to do without a screen (``exact``), and ``built``: (label
+    matcher, the screen built for it or None when there is nothing to screen)."""
+
+    __slots__ = ("name", "rules", "unmentioned", "needs_labels", "exact", "built")
+
+    def __init__(self, name: str, rules: tuple[Rule, ...]) -> None:
+        self.name = name
+        self.rules = rules
+        self.unmentioned = tuple(r for r in rules if r.type == "unmentioned_objects")
+        self.needs_labels = any(r.type in _CROSS_MODAL for r in rules)
+        actions = {"length": _LENGTH, "banned": _WORDS, "hedging": _WORDS,
+                   "pattern": _SEARCH, "invented_objects": _INVENTED}
+        self.exact = tuple((r, actions[r.type]) for r in rules if r.type in actions)
+        self.built: tuple[_LabelMatcher | None, _Screen | None] = (None, None)
+        if not self.needs_labels:
+            self.build(None)
+
+    def build(self, matcher: _LabelMatcher | None
+              ) -> tuple[_LabelMatcher | None, _Screen | None]:
+        screen = None
+        if any(r.type != "length" for r in self.rules):
+            try:
+                screen = _Screen(self.rules, matcher)
+            except re2.error:  # e.g. too big for max_mem: check every text in full
+                screen = None
+        self.built = (matcher, screen)  # one assignment: a thread never sees a mixed pair
+        return self.built
+
+
+_PLANS: dict[int, tuple[Any, tuple[_FieldPlan, ...]]] = {}
+
+
+def _plan(rules: Sequence[Rule]) -> tuple[_FieldPlan, ...]:
+    """Per field name, in order of first appearance, its plan (cached by identity)."""
     hit = _PLANS.get(id(rules))
     if hit is not None and hit[0] is rules:
         return hit[1]
@@ -651,15 +939,7 @@ def _plan(rules: Sequence[Rule]) -> _Plan:
     for rule in rules:
         for name in rule.fields:
             by_field.setdefault(name, []).append(rule)
-    plan = tuple(
-        (
-            name,
-            tuple(rs),
-            any(r.type in _CROSS_MODAL for r in rs),
-            any(r.type == "unmentioned_objects" for r in rs),
-        )
-        for name, rs in by_field.items()
-    )
+    plan = tuple(_FieldPlan(name, tuple(rs)) for name, rs in by_field.items())
     if len(_PLANS) >= 64:
         _PLANS.clear()
     _PLANS[id(rules)] = (rules, plan)
@@ -708,12 +988,17 @@ def check_fields(
     ``unmentioned_objects`` one per boxed label the text never names, with the empty
     excerpt at ``(0, 0)`` and ``label`` = that label. Boxed labels that have no words in
     ``[labels]`` cannot be named and are not reported.
+
+    Each text is first screened by one ``re2.Set`` (see ``_Screen``); the exact searches
+    run only for what the screen cannot rule out.
     """
-    if not rules or not isinstance(fields, Mapping) or not fields:
+    if not rules or (type(fields) is not dict and not isinstance(fields, Mapping)) or not fields:
         return []
     out: list[Violation] = []
     boxed: frozenset[str] | None = None
-    for name, field_rules, needs_labels, has_unmentioned in _plan(rules):
+    cached = _PLANS.get(id(rules))  # _plan() and _label_matcher() inlined for their hits
+    for fp in cached[1] if cached is not None and cached[0] is rules else _plan(rules):
+        name = fp.name
         value = fields.get(name)
         if value is None:
             continue
@@ -723,49 +1008,96 @@ def check_fields(
             elements = [(j, v) for j, v in enumerate(value) if isinstance(v, str)]
         else:
             continue
-        matcher = _label_matcher(labels) if needs_labels else None
-        if needs_labels and boxed is None:
-            boxed = frozenset(box_labels) if box_labels is not None else frozenset()
+        matcher = None
+        boxed_known: frozenset[str] = frozenset()
+        if fp.needs_labels:
+            known = _MATCHERS.get(id(labels))
+            matcher = (known[1] if known is not None and known[0] is labels
+                       else _label_matcher(labels))
+            if boxed is None:
+                boxed = frozenset(box_labels) if box_labels is not None else frozenset()
+            if fp.unmentioned:
+                boxed_known = boxed & matcher.known
+        built = fp.built
+        if built[0] is not matcher:
+            built = fp.build(matcher)
+        screen = built[1]
         named: set[str] = set()
         for element, text in elements:
+            data = text.encode("utf-8", "replace")
+            verdict = None
+            if screen is not None:
+                hits = screen.match(data)
+                if hits and 0 in hits:
+                    verdict = screen.verdicts.get(tuple(hits)) or screen.learn(hits)
+            if verdict is None:
+                todo, groups = fp.exact, None
+            else:
+                todo, groups = verdict.todo, verdict.shared
             t = None
             mentions = None
-            for rule in field_rules:
-                kind = rule.type
-                if kind == "length":
-                    _check_length(rule, name, text, element, out)
-                    continue
-                if kind == "unmentioned_objects" and mentions is not None:
-                    continue
-                if t is None:
-                    t = _Text(text)
-                if kind == "banned" or kind == "hedging":
+            for rule, action in todo:
+                if action == _LENGTH:
+                    if not _length_ok(rule, text, data):
+                        _check_length(rule, name, text, element, out)
+                elif action == _WORDS:
+                    if t is None:
+                        t = _Text(text, data)
                     for spans in _bounded_spans(rule.regex, t):
                         s, e = t.cp(spans[1][0]), t.cp(spans[1][1])
                         out.append(Violation(rule.id, name, rule.severity, text[s:e], s, e,
                                              None, element))
-                elif kind == "pattern":
-                    if rule.regex.search(t.data) is None:
-                        out.append(Violation(rule.id, name, rule.severity, text, 0, len(text),
-                                             None, element))
-                else:
+                elif action == _FAILED or (
+                    action == _SEARCH and rule.regex.search(data) is None
+                ):
+                    out.append(Violation(rule.id, name, rule.severity, text, 0, len(text),
+                                         None, element))
+                elif action == _INVENTED:
                     if mentions is None:
+                        if groups is not None and verdict.named_alone <= boxed:
+                            for owners in groups:
+                                if boxed.isdisjoint(owners):
+                                    break
+                            else:  # every set of labels the text may name has a box
+                                continue
+                        if t is None:
+                            t = _Text(text, data)
                         mentions = matcher.find(t)
                         for _s, _e, owners in mentions:
                             named.update(owners)
-                    if kind == "invented_objects":
-                        for s, e, owners in mentions:
-                            if boxed.isdisjoint(owners):
-                                out.append(Violation(rule.id, name, rule.severity, text[s:e],
-                                                     s, e, owners[0], element))
-        if not has_unmentioned:
-            continue
-        for rule in field_rules:
-            if rule.type == "unmentioned_objects":
-                for label in sorted(boxed):
-                    if label in matcher.known and label not in named:
-                        out.append(Violation(rule.id, name, rule.severity, "", 0, 0, label, None))
+                    for s, e, owners in mentions:
+                        if boxed.isdisjoint(owners):
+                            out.append(Violation(rule.id, name, rule.severity, text[s:e],
+                                                 s, e, owners[0], element))
+            if boxed_known and mentions is None:
+                if verdict is not None and screen.named:
+                    named.update(verdict.named)
+                else:
+                    for _s, _e, owners in matcher.find(t or _Text(text, data)):
+                        named.update(owners)
+        if boxed_known and not boxed_known <= named:
+            missing = sorted(boxed_known - named)
+            for rule in fp.unmentioned:
+                for label in missing:
+                    out.append(Violation(rule.id, name, rule.severity, "", 0, 0, label, None))
     return out
+
+
+def _length_ok(rule: Rule, text: str, data: bytes) -> bool:
+    """Whether a text's word count is within a length rule's bounds, without splitting
+    all of it: ``split`` with ``maxsplit=k`` gives min(words, k + 1) items, and an ASCII
+    text has at most one word more than it has whitespace characters."""
+    low, high = rule.min_words, rule.max_words
+    if low and len(text.split(None, low - 1)) < low:
+        return False
+    if high is None:
+        return True
+    if text.isascii() and len(data) - len(data.translate(None, _ASCII_SPACE)) < high:
+        return True
+    return len(text.split()) <= high
+
+
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
 
 
 def _check_length(rule: Rule, name: str, text: str, element: int | None,

@@ -1,4 +1,5 @@
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -533,3 +534,263 @@ def test_length_matches_split(text, max_words):
         (v,) = got
         assert v.excerpt.split() == words[max_words:]
         assert text[v.start:v.end] == v.excerpt and v.end == len(text)
+
+
+# --------------------------------------------------------------------------- screen vs reference
+
+
+def reference_check_fields(rules, fields, box_labels=(), *, labels):
+    """check_fields as it was before the re2.Set screen and the label lookup: every rule
+    searched on every text, mentions from the program with one group per set of labels."""
+    if not rules or not isinstance(fields, dict) or not fields:
+        return []
+    by_field = {}
+    for rule in rules:
+        for name in rule.fields:
+            by_field.setdefault(name, []).append(rule)
+    out = []
+    boxed = None
+    for name, field_rules in by_field.items():
+        value = fields.get(name)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            elements = [(None, value)]
+        elif isinstance(value, list):
+            elements = [(j, v) for j, v in enumerate(value) if isinstance(v, str)]
+        else:
+            continue
+        needs_labels = any(r.type in ("invented_objects", "unmentioned_objects")
+                           for r in field_rules)
+        matcher = policy._label_matcher(labels) if needs_labels else None
+        if needs_labels and boxed is None:
+            boxed = frozenset(box_labels)
+        named = set()
+        for element, text in elements:
+            t = policy._Text(text)
+            mentions = None
+            for rule in field_rules:
+                kind = rule.type
+                if kind == "length":
+                    policy._check_length(rule, name, text, element, out)
+                elif kind in ("banned", "hedging"):
+                    for sp in policy._bounded_spans(rule.regex, t):
+                        s, e = t.cp(sp[1][0]), t.cp(sp[1][1])
+                        out.append(Violation(rule.id, name, rule.severity, text[s:e], s, e,
+                                             None, element))
+                elif kind == "pattern":
+                    if rule.regex.search(t.data) is None:
+                        out.append(Violation(rule.id, name, rule.severity, text, 0,
+                                             len(text), None, element))
+                else:
+                    if mentions is None:
+                        mentions = matcher.find_reference(t)
+                        for _s, _e, owners in mentions:
+                            named.update(owners)
+                    if kind == "invented_objects":
+                        for s, e, owners in mentions:
+                            if boxed.isdisjoint(owners):
+                                out.append(Violation(rule.id, name, rule.severity, text[s:e],
+                                                     s, e, owners[0], element))
+        for rule in field_rules:
+            if rule.type == "unmentioned_objects":
+                for label in sorted(boxed):
+                    if label in matcher.known and label not in named:
+                        out.append(Violation(rule.id, name, rule.severity, "", 0, 0, label,
+                                             None))
+    return out
+
+
+def reference_mentions(text, labels):
+    out = {}
+    for start, end, owners in policy._label_matcher(labels).find_reference(policy._Text(text)):
+        for label in owners:
+            out.setdefault(label, []).append((start, end))
+    return out
+
+
+# Words of every kind the matcher treats apart: ASCII words and phrases (the no-group
+# program), overlapping phrases across labels (no screen for the named labels), non-ASCII
+# and punctuated words (the one-group program), case variants RE2 folds (K, ſ, ι/U+0345).
+ASCII_WORDS = ["car", "cars", "Car", "light", "traffic light", "traffic", "red car",
+               "car park", "bike", "b1_x", "strasse", "sun", "kit", "a  b", "x"]
+LABEL_WORDS = ASCII_WORDS + ["Straße", "café", "t-shirt", "c++", "(c)", "-x", "ιx"]
+BANNED_PATTERNS = ["nike", "coca[- ]?cola", "café", "😀+", r"\b", "a|ab", r"x\.", "^nike",
+                   "nike$", "(?i)NIKE", "(?-i:Nike)", "[[:alpha:]]+z", r"\Qc++\E", "k", "ſ",
+                   r"\pL\d"]
+HEDGE_WORDS = ["maybe", "looks like", "I think", "seems", "kind of", "ſo"]
+PATTERNS = [r"\.$", "^[A-Z]", "car", "(?i)CAR", "^$", r"\Qx", r"\bnike\b", "a{2,}",
+            r"(?s).", "^(?:a|b)", r"\z", "é$"]
+TEXT_TOKENS = LABEL_WORDS + ["nike", "NIKE", "coca cola", "maybe", "looks  like", "I think",
+                             "😀", "ß", "é", "_", "-", ".", ",", "٣", "\u00a0", "\n", "\u212a",
+                             "\u017f", "\u0345", "\ud800", "K", "CAR", "TRAFFIC\tLIGHT",
+                             "Cars.", "aab", "xz"]
+BOX_LABELS = ["car", "light", "traffic_light", "traffic", "parking", "bicycle", "bus",
+              "misc"]
+
+
+@st.composite
+def policies(draw):
+    names = draw(st.lists(st.sampled_from(BOX_LABELS[:-1]), min_size=1, max_size=4,
+                          unique=True))
+    words = st.sampled_from(draw(st.sampled_from([ASCII_WORDS, LABEL_WORDS])))
+    labels = {name: draw(st.lists(words, min_size=1, max_size=4, unique=True))
+              for name in names}
+    fields = st.lists(st.sampled_from(["caption", "tags"]), min_size=1, max_size=2,
+                      unique=True)
+    tables = []
+    for i, kind in enumerate(draw(st.lists(st.sampled_from(
+            ["banned", "hedging", "pattern", "length", "invented_objects",
+             "unmentioned_objects"]), max_size=7))):
+        table = {"id": f"r{i}", "type": kind, "fields": draw(fields),
+                 "severity": draw(st.sampled_from(["error", "warning"]))}
+        if kind == "banned":
+            table["patterns"] = draw(st.lists(st.sampled_from(BANNED_PATTERNS), min_size=1,
+                                              max_size=3, unique=True))
+        elif kind == "hedging" and draw(st.booleans()):
+            table["words"] = draw(st.lists(st.sampled_from(HEDGE_WORDS), min_size=1,
+                                           max_size=3, unique=True))
+        elif kind == "pattern":
+            table["pattern"] = draw(st.sampled_from(PATTERNS))
+        elif kind == "length":
+            table["min_words"] = draw(st.integers(0, 4))
+            table["max_words"] = draw(st.integers(4, 8))
+        tables.append(table)
+    return tables, labels
+
+
+screen_texts = st.lists(st.one_of(st.sampled_from(TEXT_TOKENS), st.text(max_size=4)),
+                        max_size=10).flatmap(
+    lambda parts: st.sampled_from(["", " ", "  "]).map(lambda sep: sep.join(parts)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(policy_=policies(), caption=screen_texts,
+       tags=st.lists(st.one_of(screen_texts, st.integers()), max_size=3),
+       boxes=st.sets(st.sampled_from(BOX_LABELS)))
+def test_screened_check_matches_the_reference(policy_, caption, tags, boxes):
+    tables, labels = policy_
+    try:
+        rules = compile_rules(tables, labels=labels)
+    except PolicyError:  # e.g. a banned pattern that matches the empty string
+        return
+    fields = {"caption": caption, "tags": tags}
+    expected = reference_check_fields(rules, fields, boxes, labels=labels)
+    assert check_fields(rules, fields, boxes, labels=labels) == expected
+    assert label_mentions(caption, labels) == reference_mentions(caption, labels)
+
+
+def test_screen_on_the_demo_rules_matches_the_reference():
+    import numpy as np
+
+    from bench.generate import _caption  # captions as the benchmark builds them
+    from metrics.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "data" / "demo")
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        counts = {name: int(c) for name, c in zip(
+            ("car", "person", "bicycle", "dog", "traffic light", "bus"),
+            rng.integers(0, 3, size=6), strict=True) if c}
+        r = rng.random(12).tolist()
+        r[5], r[8], r[10] = r[5] / 5, r[8] / 5, r[10] / 5  # more hedges, brands, inventions
+        caption = _caption(counts, r, rng, exact=False)
+        boxes = set(counts) - ({"dog"} if rng.random() < 0.2 else set())
+        fields = {"caption": caption}
+        assert check_fields(config.policy, fields, boxes, labels=config.labels) == (
+            reference_check_fields(config.policy, fields, boxes, labels=config.labels))
+        assert label_mentions(caption, config.labels) == reference_mentions(
+            caption, config.labels)
+
+
+def test_unshadowable_only_without_overlapping_words():
+    assert policy._label_matcher(LABELS).unshadowable
+    overlapping = {"light": ["light"], "traffic_light": ["traffic light"]}
+    assert not policy._label_matcher(overlapping).unshadowable
+    chained = {"a": ["red car"], "b": ["car park"]}
+    assert not policy._label_matcher(chained).unshadowable
+    same_set = {"a": ["traffic light", "light"]}
+    assert policy._label_matcher(same_set).unshadowable
+    assert policy._label_matcher({"c": ["café"]}).zero is None  # non-ASCII: one group
+
+
+def test_shadowed_word_does_not_name_its_label():
+    labels = {"light": ["light"], "traffic_light": ["traffic light"]}
+    rules = compile_rules([UNMENTIONED], labels=labels)
+    got = check(rules, "a traffic light", {"light", "traffic_light"}, labels=labels)
+    assert [v.label for v in got] == ["light"]
+    assert check(rules, "a traffic light, a light", {"light", "traffic_light"},
+                 labels=labels) == []
+
+
+def test_invented_objects_found_when_the_screen_reports_an_unboxed_label():
+    rules = rules_of(INVENTED, UNMENTIONED)
+    assert [(v.rule, v.label, v.excerpt) for v in check(rules, "two cars, a bike", {"car"})] \
+        == [("invented", "bicycle", "bike")]
+    assert check(rules, "two cars, a bike", {"car", "bicycle"}) == []
+
+
+def test_screen_failure_falls_back_to_the_full_check(monkeypatch):
+    rules = rules_of(banned("nike", "coca[- ]?cola"), INVENTED, UNMENTIONED,
+                     {"id": "h", "type": "hedging", "fields": ["caption"]},
+                     {"id": "p", "type": "pattern", "pattern": r"\.$", "fields": ["caption"]})
+    texts = ["Nike maybe a bike and two cars.", "a car", "", "traffic lights 😀 nike"]
+    expected = [check(rules, text, {"car", "traffic_light"}) for text in texts]
+    (fp,) = policy._plan(rules)
+    matcher, screen = fp.built
+    # RE2::Set reports nothing when its DFA runs out of memory: no program 0 in the answer
+    monkeypatch.setattr(screen, "match", lambda data: [])
+    assert [check(rules, text, {"car", "traffic_light"}) for text in texts] == expected
+    assert [reference_check_fields(rules, {"caption": text}, {"car", "traffic_light"},
+                                   labels=LABELS) for text in texts] == expected
+
+
+def test_label_matches_at_the_ends_of_the_text():
+    # the no-group program cannot tell a non-ASCII first/last character apart from a
+    # boundary by itself: those texts go to the reference search
+    for text in ["\u212aar car", "car \u212aar", "😀car", "car😀", "Car", "car.", ".car",
+                 "\u00a0cars\u00a0", "\u017fun", "car\u00a0x", "x😀car😀x", "é car\u2028é",
+                 "\u00a0\u212aar\u00a0."]:
+        labels = {"car": ["car", "kar"], "sun": ["sun"]}
+        assert label_mentions(text, labels) == reference_mentions(text, labels), text
+
+
+def test_re2_case_folding_agrees_with_casefold():
+    """The label lookup keys matched text by str.casefold(): every pair of characters RE2
+    matches case-insensitively must casefold alike (true of RE2's Unicode tables)."""
+    import re2
+
+    cased = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000
+                    and (chr(c).casefold() != chr(c) or chr(c).upper() != chr(c)
+                         or chr(c).lower() != chr(c)))
+    options = re2.Options()
+    options.case_sensitive = False
+    for ch in cased:
+        for m in re2.compile(re2.escape(ch), options).finditer(cased):
+            assert m.group().casefold() == ch.casefold(), (ch, m.group())
+
+
+def test_space_classes_agree_with_str_split():
+    import re2
+
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    found = "".join(m.group() for m in re2.compile(policy._SPACE).finditer(every))
+    assert found == "".join(ch for ch in every if ch.isspace())
+    assert policy._ASCII_SPACE == bytes(c for c in range(128) if chr(c).isspace())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=" \t\n\x1c\u00a0ab😀", max_size=30), st.integers(0, 5),
+       st.integers(0, 8))
+def test_length_ok_matches_split(text, low, extra):
+    rule = Rule(id="l", type="length", fields=("c",), min_words=low, max_words=low + extra)
+    n = len(text.split())
+    assert policy._length_ok(rule, text, text.encode("utf-8", "replace")) == (
+        low <= n <= low + extra)
+
+
+def test_length_ok_counts_non_ascii_whitespace():
+    rule = Rule(id="l", type="length", fields=("c",), min_words=2, max_words=2)
+    for text, ok in [("a\u00a0b", True), ("a\u00a0b\u2028c", False), ("a b\u3000c", False),
+                     ("a\x1cb", True), ("a\x1cb\x1fc", False), ("😀\u00a0", False)]:
+        assert policy._length_ok(rule, text, text.encode("utf-8", "replace")) is ok, text
