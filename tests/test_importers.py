@@ -870,3 +870,25 @@ def test_random_cvat_documents_never_crash(tools, images, attr):
         assert fs.loaded == len(images)
         assert fs.boxes == sum(1 for s in images for t, _ in s["children"] if t == "box")
         assert {k: v for k, v in fs.skipped.items() if k != "rotation"} == dict(skipped)
+
+
+@pytest.mark.parametrize("name", ["coco-1127.json", "labelstudio-31.json",
+                                  "labelstudio-9459.json"])
+def test_fuzz_findings_huge_integers_are_refused_or_quarantined(name):
+    """Inputs the outside-CI fuzz run (bench/fuzz.py) once crashed on: integers of
+    5,000 digits and beyond a double's range."""
+    from metrics.config import load_config
+    from metrics.importers import ImportOptions
+    from metrics.ingest import FileUnusable, check_files
+
+    path = Path(__file__).parent / "fixtures" / "fuzz" / name
+    config = load_config(Path(__file__).resolve().parents[1] / "data" / "demo")
+    opts = ImportOptions(annotator="fz", submitted_at="2026-01-05T00:00:00Z")
+    try:
+        fs = check_files(config, [path], fmt=name.split("-")[0], options=opts,
+                         progress=False).files[0]
+    except FileUnusable as exc:
+        assert "number too long" in str(exc)
+        return
+    assert fs.records == fs.loaded + fs.duplicates + fs.quarantined + fs.skipped_records
+    assert fs.quarantined >= 1

@@ -114,6 +114,8 @@ class JsonScanner:
                             "is not valid JSON (RFC 8259)") from None
         except RecursionError:
             raise JsonError(start, "JSON nested too deeply") from None
+        except ValueError as exc:  # an integer of more than 4,300 digits
+            raise JsonError(start, f"a number too long to read: {exc}") from None
         self.pos = end
         self._progress()
         return obj
@@ -217,8 +219,13 @@ def iso_time(value: Any) -> Any:
 
 
 def is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        math.isfinite(value))
+    """A finite JSON number (not a bool), usable as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the range of a double
+        return False
 
 
 def make_record(line: int, obj: dict, original: Any) -> Record | Bad:
