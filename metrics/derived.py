@@ -43,6 +43,24 @@ The tables hold counts, never rates (DESIGN "Counts are the state"):
     Krippendorff coincidence contributions and pairable-unit counts (with the least and
     most values in a unit, for Fleiss' kappa) per item and week, for the kinds presence,
     class, schema, categorical, multilabel and mentions.
+``d_week_ci(week, reference, kind, field, n_resamples, low, high, dropped, reason, inputs)``
+    The item-bootstrap intervals of every week (DESIGN "CIs"), so that the dashboard
+    reads them instead of resampling on every call: M3 (``kind = 'm3'``) of the peer and
+    of the reference pairs, and alpha of each agreement kind whose alpha is defined (peer
+    pairs). All the intervals of one week share one draw (they resample the same items).
+    ``inputs`` digests what they were computed from: a refresh keeps the intervals of a
+    week whose inputs did not change (past weeks, as new weeks arrive).
+``d_week_coincidence(week, kind, field, k, coincidence)``
+    Each agreement kind's K x K coincidence matrix of each week (flattened; categories
+    in value order), summed over the week's items: what `metrics.visual.visual_week`
+    computes alpha, percent agreement and Fleiss' kappa from.
+``d_alpha_change(before_weeks, after_weeks, n_resamples, position, kind, field, ...)``
+    Alpha before / after each guideline change of the config (``k = 4`` weeks on each
+    side) with the bootstrap interval of the difference: `alpha_change`, keyed by the
+    weeks compared (comma-joined), with ``inputs`` as in ``d_week_ci``.
+
+The interval tables hold the draws of ``[agreement] bootstrap`` resamples (recorded in
+``n_resamples``); readers fall back to resampling when the setting differs.
 
 Values: a categorical value is the string, or the JSON text of a non-string; a
 multilabel field is a list (or one string) of values; a free field is a string, or a
@@ -51,17 +69,29 @@ list whose strings are joined with spaces. Absent or null fields are missing.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import unicodedata
+import weakref
 from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from metrics.agreement import MATCH_THRESHOLDS, match_from_iou
+from metrics.agreement import (
+    _BOOTSTRAP_BLOCK,
+    MATCH_THRESHOLDS,
+    REASON_ALL_RESAMPLES_UNDEFINED,
+    GroupCoincidence,
+    _alpha_agreement_batch,
+    _percentile_ci,
+    alpha_from_coincidence,
+    match_from_iou,
+)
 from metrics.config import ProjectConfig
 from metrics.policy import label_mentions
 from metrics.sample import in_sample
@@ -70,17 +100,29 @@ __all__ = [
     "DERIVED_TABLES",
     "NEVER_WEEK",
     "PairBatchMatch",
+    "alpha_change",
+    "alpha_kinds",
+    "bootstrap_many",
     "config_fingerprint",
     "ensure",
     "is_fresh",
     "match_pair_batch",
     "normalize_text",
+    "period_coincidence",
+    "period_items",
+    "period_values",
     "refresh",
+    "resample_counts",
+    "stored_alpha_change",
+    "week_intervals",
 ]
 
 ELIGIBLE_ROLES = ("annotator", "reviewer")
 # Bumped when the derived tables change shape: older ones are rebuilt by `ensure`.
-DERIVED_LAYOUT = "1"
+DERIVED_LAYOUT = "2"
+# Bumped when the interval computations change: stored intervals are then recomputed
+# (they are reused by `refresh` while their inputs are unchanged).
+_INTERVALS_VERSION = "1"
 # Sorts after every ISO week string: "no next annotation".
 NEVER_WEEK = "9999-W99"
 # Matching works through the box pairs of this many candidate combinations at a time.
@@ -89,8 +131,13 @@ _CHUNK_COMBOS = 4_000_000
 DERIVED_TABLES = (
     "d_meta", "d_sample_items", "d_ann", "d_ann_label", "d_ann_field", "d_ann_value",
     "d_pairs", "d_box_pairs", "d_threshold", "d_members", "d_text", "d_coincidence",
-    "d_units",
+    "d_units", "d_week_ci", "d_week_coincidence", "d_alpha_change",
 )
+#: Weeks on each side of a guideline change precomputed in ``d_alpha_change`` (the
+#: default of `metrics.weekly.before_after`).
+CHANGE_WEEKS = 4
+#: The ``reason`` of an alpha interval undefined in every resample.
+REASON_ALPHA_UNDEFINED = "alpha undefined in every resample"
 
 KIND_AGREEMENT, KIND_CLASS, KIND_PRESENCE = 0, 1, 2
 _KIND_NAMES = ("agreement", "class", "presence")
@@ -103,12 +150,13 @@ _KIND_NAMES = ("agreement", "class", "presence")
 
 def config_fingerprint(config: ProjectConfig) -> str:
     """Hash of the config parts the derived tables depend on (labels, fields, matching
-    thresholds, sample); a change means the tables must be rebuilt."""
+    thresholds, bootstrap resamples, sample); a change means the tables must be rebuilt."""
     parts = {
         "labels": {k: list(v) for k, v in config.labels.items()},
         "fields": dict(config.fields),
         "iou_threshold": config.agreement.iou_threshold,
         "low_overlap": config.agreement.low_overlap,
+        "bootstrap": config.agreement.bootstrap,
         "sample": [config.sample.rate, config.sample.salt, sorted(config.sample.pinned)],
     }
     blob = json.dumps(parts, sort_keys=True).encode("utf-8")
@@ -124,20 +172,81 @@ def _missing_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> s
     return set(names) - found
 
 
+# Per connection: d_meta once every derived table was found (the answer of `_probe`).
+# Metrics calls ask on every call, and catalog queries cost a fresh connection several
+# milliseconds. While a connection is open no other process can write the database;
+# in this one only `refresh` changes the tables. A connection that ran `refresh` may
+# hold them in an open transaction: it is asked directly, every time.
+_META: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_REFRESHED: weakref.WeakSet = weakref.WeakSet()
+
+# Binds every derived table (a missing one is an error) and reads d_meta.
+_PROBE_SQL = "SELECT key, value FROM d_meta " + " ".join(
+    f"UNION ALL (SELECT NULL, NULL FROM {name} LIMIT 0)"
+    for name in DERIVED_TABLES if name != "d_meta"
+)
+
+
+def _probe(con: duckdb.DuckDBPyConnection) -> dict[str, str] | None:
+    """d_meta as a dict when every derived table exists, else None; remembered per
+    connection. The probe runs on a cursor (a query on a missing table would abort a
+    transaction open on ``con``), which sees committed tables only: when it finds them
+    missing, or ``con`` ran `refresh`, ``con`` itself is asked through the catalog."""
+    try:
+        meta = _META.get(con)
+        direct = con in _REFRESHED
+    except TypeError:  # not weak-referenceable
+        meta, direct = None, True
+    if meta is not None:
+        return meta
+    if direct:
+        if _missing_tables(con, DERIVED_TABLES):
+            return None
+        return dict(con.execute("SELECT key, value FROM d_meta").fetchall())
+    try:
+        cur = con.cursor()
+        try:
+            meta = dict(cur.execute(_PROBE_SQL).fetchall())
+        finally:
+            cur.close()
+    except duckdb.Error:
+        meta = None
+    if meta is None:
+        if _missing_tables(con, DERIVED_TABLES):
+            return None
+        return dict(con.execute("SELECT key, value FROM d_meta").fetchall())
+    try:
+        _META[con] = meta
+    except TypeError:
+        pass
+    return meta
+
+
+def _refreshing(con: duckdb.DuckDBPyConnection, running: bool) -> None:
+    try:
+        _META.pop(con, None)
+        if running:
+            _REFRESHED.add(con)
+        else:
+            _REFRESHED.discard(con)
+    except TypeError:
+        pass
+
+
 def is_fresh(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> bool | None:
     """True when the derived tables were built with this config; None when absent."""
-    if _missing_tables(con, ("d_meta",)):
-        return None
-    row = con.execute("SELECT value FROM d_meta WHERE key = 'config'").fetchone()
-    return row is not None and row[0] == config_fingerprint(config)
+    meta = _probe(con)
+    if meta is None:
+        if _missing_tables(con, ("d_meta",)):
+            return None
+        meta = dict(con.execute("SELECT key, value FROM d_meta").fetchall())
+    return meta.get("config") == config_fingerprint(config)
 
 
 def _tables_ready(con: duckdb.DuckDBPyConnection) -> bool:
     """Every derived table exists, of this layout (whatever config built them)."""
-    if _missing_tables(con, DERIVED_TABLES):
-        return False
-    row = con.execute("SELECT value FROM d_meta WHERE key = 'layout'").fetchall()
-    return bool(row) and row[0][0] == DERIVED_LAYOUT
+    meta = _probe(con)
+    return meta is not None and meta.get("layout") == DERIVED_LAYOUT
 
 
 def is_current(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> bool:
@@ -167,6 +276,7 @@ def ensure(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> None:
             "the visual-agreement tables are missing and this connection cannot build "
             f"them (read-only?); run `labelqa ingest` again ({exc})"
         ) from None
+    _refreshing(con, False)
 
 
 # --------------------------------------------------------------------------------------
@@ -420,6 +530,7 @@ def match_pair_batch(
 def refresh(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> None:
     """Rebuild every derived table from the current annotations (inside the caller's
     transaction; never BEGIN/COMMIT here)."""
+    _refreshing(con, True)
     _config_tables(con, config)
     _build_sample(con, config)
     _build_annotations(con, config)
@@ -427,6 +538,8 @@ def refresh(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> None:
     _build_members(con)
     _build_text(con, config)
     _build_units(con, config)
+    _build_week_ci(con, config)
+    _build_alpha_change(con, config)
     con.execute("CREATE OR REPLACE TABLE d_meta (key VARCHAR, value VARCHAR)")
     con.execute("INSERT INTO d_meta VALUES ('config', $fp), ('layout', $layout)",
                 {"fp": config_fingerprint(config), "layout": DERIVED_LAYOUT})
@@ -904,3 +1017,563 @@ def _build_units(con, config: ProjectConfig) -> None:
         FROM d_box_pairs bp JOIN d_pairs p USING (pair_id)
         WHERE NOT p.reference AND bp.kind IN ('agreement', 'class') GROUP BY ALL"""
     )
+
+
+# --------------------------------------------------------------------------------------
+# Bootstrap intervals (DESIGN "CIs"), precomputed at refresh
+# --------------------------------------------------------------------------------------
+
+
+def alpha_kinds(config: ProjectConfig) -> list[tuple[str, str]]:
+    """(kind, field) of every alpha the visual breakdown reports, in report order."""
+    kinds = [("presence", ""), ("class", ""), ("schema", "")]
+    kinds += [(kind, field) for field, kind in config.fields.items()
+              if kind in ("categorical", "multilabel")]
+    if "free" in config.fields.values():
+        kinds.append(("mentions", ""))
+    return kinds
+
+
+def resample_counts(n_items: int, n_resamples: int, rng: np.random.Generator | None = None
+                    ) -> Iterator[np.ndarray]:
+    """Blocks (b x n_items, float64) of per-resample item counts: ``counts[r, g]`` is how
+    often item g is in resample r.
+
+    The draws are those of DESIGN "CIs" and `metrics.agreement.bootstrap_ratio_ci`,
+    ``rng.integers(0, n_items, size=(n_resamples, n_items))`` with ``rng =
+    numpy.random.default_rng(0)`` unless given, made block by block (the generator's
+    stream does not depend on how the draw is cut) in the blocks of
+    `metrics.agreement`, so the counts are identical and one draw serves every statistic
+    over the same items. They are cast to float64 once, as every product with them is.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    block = max(1, _BOOTSTRAP_BLOCK // max(n_items, 1))
+    for start in range(0, n_resamples, block):
+        b = min(block, n_resamples - start)
+        rows = rng.integers(0, n_items, size=(b, n_items))
+        counts = np.empty((b, n_items), dtype=np.float64)
+        for r in range(b):
+            counts[r] = np.bincount(rows[r], minlength=n_items)
+        yield counts
+
+
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+def bootstrap_many(n_items: int, n_resamples: int, stats: Sequence[Statistic],
+                   rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Every statistic over the same resamples of ``n_items`` items (one draw, see
+    `resample_counts`): each maps a counts block (b x n_items) to b values."""
+    parts: list[list[np.ndarray]] = [[] for _ in stats]
+    for counts in resample_counts(n_items, n_resamples, rng):
+        for part, stat in zip(parts, stats, strict=True):
+            part.append(stat(counts))
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
+def ratio_statistic(num: np.ndarray, den: np.ndarray) -> Statistic:
+    """sum(num) / sum(den) of a resample (NaN when the denominator is 0), as
+    `metrics.agreement.bootstrap_ratio_ci`, for whole-number ``num`` and ``den`` (M3's
+    counts): every partial sum is then exact, so numpy's own product loop (no BLAS
+    threads to wake) gives the sums of the BLAS product bit for bit."""
+    both = np.vstack([np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)])
+    if not np.array_equal(both, np.round(both)):
+        raise ValueError("ratio_statistic needs whole-number numerators and denominators")
+
+    def stat(counts: np.ndarray) -> np.ndarray:
+        sums = np.einsum("ij,kj->ik", counts, both)
+        top, bottom = sums[:, 0], sums[:, 1]
+        ratio = np.full(top.shape, np.nan)
+        np.divide(top, bottom, out=ratio, where=bottom != 0)
+        return ratio
+
+    return stat
+
+
+def alpha_statistic(o: np.ndarray) -> Statistic:
+    """Alpha of a resample from per-item contributions ``o`` (G, K, K), through each
+    item's coincidence row sums n_c and trace: alpha = 1 - (n - 1)(n - tr) /
+    (n^2 - sum n_c^2), NaN where undefined (the intervals of `metrics.visual`)."""
+    k = o.shape[1]
+    stats = np.concatenate([o.sum(axis=2), np.trace(o, axis1=1, axis2=2)[:, None]], axis=1)
+
+    def stat(counts: np.ndarray) -> np.ndarray:
+        s = counts @ stats
+        n_c, trace = s[:, :k], s[:, k]
+        n = n_c.sum(axis=1)
+        expected = n * n - (n_c * n_c).sum(axis=1)
+        alpha = np.full(counts.shape[0], np.nan)
+        ok = (n > 0) & (expected > 1e-12 * n * n)
+        alpha[ok] = 1.0 - (n[ok] - 1.0) * (n[ok] - trace[ok]) / expected[ok]
+        return alpha
+
+    return stat
+
+
+def contribution_alpha_statistic(coincidence: GroupCoincidence) -> Statistic:
+    """Alpha of a resample from per-item flattened coincidence matrices, as
+    `metrics.agreement.bootstrap_alpha_diff_ci`."""
+    k = coincidence.categories.size
+    contributions = coincidence.contributions
+    return lambda counts: _alpha_agreement_batch(counts @ contributions, k)[0]
+
+
+def _percentile_row(values: np.ndarray, n_resamples: int, undefined: str):
+    ci = _percentile_ci(values, n_resamples)
+    reason = undefined if ci.reason == REASON_ALL_RESAMPLES_UNDEFINED else ci.reason
+    return ci.low, ci.high, ci.dropped, reason
+
+
+def dense_coincidence(gi: np.ndarray, ci: np.ndarray, ki: np.ndarray, weight: np.ndarray,
+                      n_items: int, k: int) -> np.ndarray:
+    """(G, K, K) contributions from rows (item code, category codes, weight), one row per
+    cell (as the derived tables hold them)."""
+    flat = (np.asarray(gi, dtype=np.int64) * k + np.asarray(ci, dtype=np.int64)) * k
+    flat += np.asarray(ki, dtype=np.int64)
+    out = np.bincount(flat, weights=np.asarray(weight, dtype=np.float64),
+                      minlength=n_items * k * k)
+    return out.reshape(n_items, k, k)
+
+
+# The (kind, field) pairs asked for, numbered: kc is the position in $kk / $kf.
+_KINDS_CTE = """kinds AS (
+    SELECT unnest($kk::VARCHAR[]) AS kind, unnest($kf::VARCHAR[]) AS field,
+           (generate_subscripts($kk::VARCHAR[], 1) - 1)::BIGINT AS kc)"""
+
+
+def _kinds_params(kinds: Sequence[tuple[str, str]]) -> dict:
+    return {"kk": [k for k, _ in kinds], "kf": [f for _, f in kinds]}
+
+
+def _groups(keys: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row order grouping ``keys`` (0 .. n_groups - 1) and each group's bounds."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(n_groups + 1))
+    return order, bounds
+
+
+def _inputs_hash(*parts) -> str:
+    """A digest of a computation's inputs (arrays by dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(_INTERVALS_VERSION.encode())
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(repr((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+Reuse = dict[tuple, tuple[str, list[tuple]]]
+
+
+def week_intervals(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                   weeks: Sequence[str] | None = None, *, alphas: bool = True,
+                   reuse: Reuse | None = None, totals: list[tuple] | None = None
+                   ) -> list[tuple]:
+    """The item-bootstrap intervals of some weeks (default every week with pairs).
+
+    Rows ``(week, reference, kind, field, n_resamples, low, high, dropped, reason,
+    inputs)``: kind ``m3`` for M3 of the peer and of the reference pairs (where a box
+    unit exists), and with ``alphas`` each agreement kind of `alpha_kinds` whose alpha is
+    defined (peer pairs). The items of a week's peer pairs (sorted by id) are resampled
+    once for M3 and every alpha, with the draws of DESIGN "CIs": the intervals are those
+    of `metrics.agreement.bootstrap_ratio_ci` and of resampling each kind on its own.
+
+    ``inputs`` digests everything a (week, reference) group's intervals depend on;
+    ``reuse`` maps (week, reference) to an earlier digest and rows, taken as they are
+    when the digest is unchanged (past weeks keep their numbers as new weeks arrive).
+    ``totals`` (a list) receives ``(week, kind, field, k, coincidence)``: each kind's
+    K x K coincidence matrix of the week (flattened), the sum over its items in id order
+    that alpha, percent agreement and Fleiss' kappa are computed from.
+    """
+    n_res = config.agreement.bootstrap
+    if n_res < 1 and totals is None:
+        return []
+    params = {"all": weeks is None, "weeks": list(weeks or [])}
+    where = "($all OR week IN (SELECT unnest($weeks::VARCHAR[])))"
+    groups = con.execute(
+        f"""SELECT week, reference, count(DISTINCT item_id) AS g FROM d_pairs WHERE {where}
+        GROUP BY ALL ORDER BY week, reference""", params,
+    ).fetchall()
+    per_item = con.execute(
+        f"""SELECT sum(class_disagreements + presence_disagreements)::DOUBLE AS num,
+                   sum(agreements + class_disagreements + presence_disagreements)::DOUBLE
+                     AS den
+        FROM d_pairs WHERE {where} GROUP BY week, reference, item_id
+        ORDER BY week, reference, item_id""", params,
+    ).fetchnumpy()
+    num_all = np.asarray(per_item["num"], dtype=np.float64)
+    den_all = np.asarray(per_item["den"], dtype=np.float64)
+    kinds = alpha_kinds(config) if alphas else []
+    peer_weeks = [w for w, ref, _ in groups if not ref]
+    by_kind_week = _week_kind_rows(con, kinds, len(peer_weeks), where, params)
+    out: list[tuple] = []
+    start = 0
+    peer_pos = 0
+    for week, reference, g in groups:
+        reference = bool(reference)
+        num, den = num_all[start:start + g], den_all[start:start + g]
+        start += g
+        # (kind, field, its per-item inputs) of every statistic of the group
+        found: list[tuple[str, str, tuple[np.ndarray, ...]]] = []
+        if den.sum() > 0:
+            found.append(("m3", "", (num, den)))
+        if not reference:
+            for kc, (kind, field) in enumerate(kinds):
+                o = by_kind_week(kc, peer_pos, g)
+                if o is None:
+                    continue
+                total = o.sum(axis=0)
+                if totals is not None:
+                    totals.append((week, kind, field, total.shape[0], total.ravel().tolist()))
+                if alpha_from_coincidence(total)[0] is not None:
+                    found.append((kind, field, (o,)))
+            peer_pos += 1
+        if not found or n_res < 1:
+            continue
+        digest = _inputs_hash(n_res, g, *(x for f in found for x in (f[0], f[1], *f[2])))
+        old = (reuse or {}).get((week, reference))
+        if old is not None and old[0] == digest:
+            out += old[1]
+            continue
+        names = [(kind, field) for kind, field, _ in found]
+        stats = [ratio_statistic(*arrays) if kind == "m3" else alpha_statistic(*arrays)
+                 for kind, _, arrays in found]
+        values = bootstrap_many(g, n_res, stats)
+        for (kind, field), v in zip(names, values, strict=True):
+            undefined = (REASON_ALL_RESAMPLES_UNDEFINED if kind == "m3"
+                         else REASON_ALPHA_UNDEFINED)
+            out.append((week, reference, kind, field, n_res,
+                        *_percentile_row(v, n_res, undefined), digest))
+    return out
+
+
+
+def _week_kind_rows(con, kinds: Sequence[tuple[str, str]], n_weeks: int, where: str,
+                    params: dict):
+    """A function (kind position, week position among the weeks with peer pairs, items)
+    -> the (G, K, K) contributions of that kind in that week, or None without any
+    (categories: the values the week uses, sorted; items: the week's peer items sorted
+    by id)."""
+    if not kinds or not n_weeks:
+        return lambda kc, w, n_items: None
+    rows = con.execute(
+        f"""WITH {_KINDS_CTE},
+        items AS (
+            SELECT week, item_id,
+                   (row_number() OVER (PARTITION BY week ORDER BY item_id) - 1)::BIGINT
+                     AS gi,
+                   (dense_rank() OVER (ORDER BY week) - 1)::BIGINT AS wi
+            FROM (SELECT DISTINCT week, item_id FROM d_pairs
+                  WHERE NOT reference AND {where})),
+        r AS (SELECT kinds.kc, d.week, d.item_id, d.c, d.k, d.weight
+              FROM d_coincidence d JOIN kinds USING (kind, field) WHERE {where}),
+        cats AS (SELECT kc, v, (row_number() OVER (PARTITION BY kc ORDER BY v) - 1)::BIGINT
+                           AS code
+                 FROM (SELECT kc, c AS v FROM r UNION SELECT kc, k FROM r))
+        SELECT r.kc, i.wi, i.gi, cc.code AS ci, ck.code AS ki, r.weight
+        FROM r JOIN items i USING (week, item_id)
+        JOIN cats cc ON cc.kc = r.kc AND cc.v = r.c
+        JOIN cats ck ON ck.kc = r.kc AND ck.v = r.k""",
+        {**params, **_kinds_params(kinds)},
+    ).fetchnumpy()
+    key = (np.asarray(rows["kc"], dtype=np.int64) * n_weeks
+           + np.asarray(rows["wi"], dtype=np.int64))
+    order, bounds = _groups(key, len(kinds) * n_weeks)
+    gi, ci, ki, weight = (np.asarray(rows[c])[order] for c in ("gi", "ci", "ki", "weight"))
+
+    def kind_week(kc: int, w: int, n_items: int) -> np.ndarray | None:
+        lo, hi = bounds[kc * n_weeks + w], bounds[kc * n_weeks + w + 1]
+        if lo == hi:
+            return None
+        c, k = ci[lo:hi], ki[lo:hi]
+        # The week's categories: the codes (value order over all weeks) it uses.
+        used = np.unique(np.concatenate([c, k]))
+        return dense_coincidence(gi[lo:hi], np.searchsorted(used, c),
+                                 np.searchsorted(used, k), weight[lo:hi], n_items,
+                                 used.size)
+
+    return kind_week
+
+
+def _insert_rows(con, name: str, columns: Sequence[tuple[str, pa.DataType, str]],
+                 rows: list[tuple], order: str) -> None:
+    con.execute(f"CREATE OR REPLACE TABLE {name} ("
+                + ", ".join(f"{c} {sql}" for c, _, sql in columns) + ")")
+    if not rows:
+        return
+    cols = list(zip(*rows, strict=True))
+    table = pa.table({c: pa.array(col, typ)
+                      for (c, typ, _), col in zip(columns, cols, strict=True)})
+    _register_table(con, "_rows", table,
+                    f"INSERT INTO {name} SELECT * FROM _rows ORDER BY {order}")
+
+
+_WEEK_CI_COLUMNS = (
+    ("week", pa.string(), "VARCHAR"), ("reference", pa.bool_(), "BOOLEAN"),
+    ("kind", pa.string(), "VARCHAR"), ("field", pa.string(), "VARCHAR"),
+    ("n_resamples", pa.int32(), "INTEGER"), ("low", pa.float64(), "DOUBLE"),
+    ("high", pa.float64(), "DOUBLE"), ("dropped", pa.int32(), "INTEGER"),
+    ("reason", pa.string(), "VARCHAR"), ("inputs", pa.string(), "VARCHAR"),
+)
+
+
+def _previous(con, table: str, key_columns: int) -> Reuse:
+    """The rows of an interval table of this layout before this refresh, by key (the
+    first ``key_columns``): (digest, rows), for `week_intervals` / `_build_alpha_change`
+    to keep what did not change."""
+    if _missing_tables(con, ("d_meta", table)):
+        return {}
+    layout = con.execute("SELECT value FROM d_meta WHERE key = 'layout'").fetchall()
+    if layout != [(DERIVED_LAYOUT,)]:
+        return {}
+    out: Reuse = {}
+    for row in con.execute(f"SELECT * FROM {table}").fetchall():
+        key = tuple(row[:key_columns])
+        digest = row[-1]
+        entry = out.setdefault(key, (digest, []))
+        if entry[0] == digest:
+            entry[1].append(tuple(row))
+    return out
+
+
+_WEEK_COINCIDENCE_COLUMNS = (
+    ("week", pa.string(), "VARCHAR"), ("kind", pa.string(), "VARCHAR"),
+    ("field", pa.string(), "VARCHAR"), ("k", pa.int32(), "INTEGER"),
+    ("coincidence", pa.list_(pa.float64()), "DOUBLE[]"),
+)
+
+
+def _build_week_ci(con, config: ProjectConfig) -> None:
+    reuse = _previous(con, "d_week_ci", 2)
+    totals: list[tuple] = []
+    rows = week_intervals(con, config, reuse=reuse, totals=totals)
+    _insert_rows(con, "d_week_ci", _WEEK_CI_COLUMNS, rows, "week, reference, kind, field")
+    _insert_rows(con, "d_week_coincidence", _WEEK_COINCIDENCE_COLUMNS, totals,
+                 "week, kind, field")
+
+
+# -- alpha before / after a guideline change ------------------------------------------
+
+
+def period_items(con: duckdb.DuckDBPyConnection, weeks: Sequence[str]) -> list[str]:
+    """The items of some weeks' peer pairs, sorted by id (the groups resampled)."""
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT item_id FROM d_pairs WHERE NOT reference "
+        "AND week IN (SELECT unnest($w::VARCHAR[])) ORDER BY item_id", {"w": list(weeks)},
+    ).fetchall()]
+
+
+def period_values(con: duckdb.DuckDBPyConnection, weeks: Sequence[str],
+                  kinds: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """The values (categories) each kind uses in some weeks, sorted."""
+    found: list[set[str]] = [set() for _ in kinds]
+    for kc, v in con.execute(
+        f"""WITH {_KINDS_CTE},
+        r AS (SELECT kinds.kc, d.c, d.k FROM d_coincidence d JOIN kinds USING (kind, field)
+              WHERE d.week IN (SELECT unnest($weeks::VARCHAR[])))
+        SELECT kc, c FROM r UNION SELECT kc, k FROM r""",
+        {"weeks": list(weeks), **_kinds_params(kinds)},
+    ).fetchall():
+        found[kc].add(v)
+    return [sorted(v) for v in found]
+
+
+def period_coincidence(con: duckdb.DuckDBPyConnection, weeks: Sequence[str],
+                       kinds: Sequence[tuple[str, str]], categories: Sequence[Sequence[str]]
+                       ) -> tuple[int, list[np.ndarray]]:
+    """The items of some weeks' peer pairs (G) and, per kind, the per-item coincidence
+    contributions (G, K, K) summed over the weeks: items sorted by id, categories in the
+    given order (values that are not categories are left out)."""
+    where = "week IN (SELECT unnest($weeks::VARCHAR[]))"
+    n_items = con.execute(
+        f"SELECT count(DISTINCT item_id) FROM d_pairs WHERE NOT reference AND {where}",
+        {"weeks": list(weeks)},
+    ).fetchone()[0]
+    if not kinds or not n_items:
+        return n_items, [np.zeros((n_items, len(c), len(c))) for c in categories]
+    cats = [(kc, v, code) for kc, values in enumerate(categories)
+            for code, v in enumerate(values)]
+    rows = con.execute(
+        f"""WITH {_KINDS_CTE},
+        cats AS (SELECT unnest($ck::BIGINT[]) AS kc, unnest($cv::VARCHAR[]) AS v,
+                        unnest($cc::BIGINT[]) AS code),
+        it AS (SELECT item_id, (row_number() OVER (ORDER BY item_id) - 1)::BIGINT AS gi
+               FROM (SELECT DISTINCT item_id FROM d_pairs WHERE NOT reference AND {where})),
+        r AS (SELECT kind, field, item_id, c, k, sum(weight) AS weight FROM d_coincidence
+              WHERE {where} GROUP BY ALL)
+        SELECT kinds.kc, it.gi, cc.code AS ci, ck.code AS ki, r.weight
+        FROM r JOIN kinds USING (kind, field) JOIN it USING (item_id)
+        JOIN cats cc ON cc.kc = kinds.kc AND cc.v = r.c
+        JOIN cats ck ON ck.kc = kinds.kc AND ck.v = r.k""",
+        {"weeks": list(weeks), **_kinds_params(kinds), "ck": [c[0] for c in cats],
+         "cv": [c[1] for c in cats], "cc": [c[2] for c in cats]},
+    ).fetchnumpy()
+    order, bounds = _groups(np.asarray(rows["kc"], dtype=np.int64), len(kinds))
+    gi, ci, ki, weight = (np.asarray(rows[c])[order] for c in ("gi", "ci", "ki", "weight"))
+    out = []
+    for kc in range(len(kinds)):
+        sl = slice(bounds[kc], bounds[kc + 1])
+        out.append(dense_coincidence(gi[sl], ci[sl], ki[sl], weight[sl], n_items,
+                                     len(categories[kc])))
+    return n_items, out
+
+
+def _group_coincidence(n_items: int, cats: list[str], o: np.ndarray) -> GroupCoincidence:
+    k = len(cats)
+    return GroupCoincidence(groups=np.arange(n_items), categories=np.asarray(cats, dtype=object),
+                            contributions=o.reshape(n_items, k * k))
+
+
+@dataclass(frozen=True)
+class _ChangeInputs:
+    """What `alpha_change` computes from: per kind the categories and the per-item
+    contributions of each period (items of its peer pairs, sorted by id)."""
+
+    kinds: list[tuple[str, str]]
+    categories: list[list[str]]
+    before: list[GroupCoincidence]
+    after: list[GroupCoincidence]
+
+    def digest(self, n_resamples: int) -> str:
+        return _inputs_hash(n_resamples, self.kinds, self.categories,
+                            *(g.contributions for g in self.before),
+                            *(g.contributions for g in self.after))
+
+
+def _change_inputs(con, config: ProjectConfig, before: Sequence[str],
+                   after: Sequence[str]) -> _ChangeInputs:
+    kinds = alpha_kinds(config)
+    periods = (list(before), list(after))
+    values = [period_values(con, ws, kinds) for ws in periods]
+    cats = [sorted(set(b) | set(a)) for b, a in zip(*values, strict=True)]
+    groups = []
+    for ws in periods:
+        n_items, contributions = period_coincidence(con, ws, kinds, cats)
+        groups.append([_group_coincidence(n_items, c, o)
+                       for c, o in zip(cats, contributions, strict=True)])
+    return _ChangeInputs(kinds, cats, groups[0], groups[1])
+
+
+def alpha_change(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                 before: Sequence[str], after: Sequence[str]) -> list[dict]:
+    """Krippendorff's alpha of each kind (`alpha_kinds`) before and after, from the summed
+    coincidence matrices of each period, with the item bootstrap interval of the
+    difference (the ``alpha`` entries of `metrics.weekly.before_after`).
+
+    Every kind resamples the same items (those of the period's peer pairs, sorted by
+    id), so one draw per period serves them all: the draws of
+    `metrics.agreement.bootstrap_alpha_diff_ci` (``default_rng(0)``, before then after).
+    """
+    return _alpha_change(config, _change_inputs(con, config, before, after))
+
+
+def _alpha_change(config: ProjectConfig, inputs: _ChangeInputs) -> list[dict]:
+    entries, found = [], []
+    for (kind, field), b, a in zip(inputs.kinds, inputs.before, inputs.after, strict=True):
+        alpha_b, reason_b = alpha_from_coincidence(b.coincidence)
+        alpha_a, reason_a = alpha_from_coincidence(a.coincidence)
+        entry = {"kind": kind, "field": field or None,
+                 "before": {"items": int(b.groups.size), "alpha": alpha_b, "reason": reason_b},
+                 "after": {"items": int(a.groups.size), "alpha": alpha_a, "reason": reason_a},
+                 "diff": None, "diff_ci": None, "reason": None}
+        entries.append(entry)
+        if alpha_b is None or alpha_a is None:
+            entry["reason"] = "alpha undefined " + ("before" if alpha_b is None else "after")
+            continue
+        entry["diff"] = alpha_a - alpha_b
+        if config.agreement.bootstrap < 1:
+            entry["reason"] = "bootstrap = 0 in [agreement]: intervals disabled"
+            continue
+        found.append((entry, b, a))
+    if found:
+        n_res = config.agreement.bootstrap
+        rng = np.random.default_rng(0)
+        # Both periods have items (their alphas are defined); before is drawn first.
+        alpha_before = bootstrap_many(found[0][1].groups.size, n_res,
+                                      [contribution_alpha_statistic(b) for _, b, _ in found],
+                                      rng)
+        alpha_after = bootstrap_many(found[0][2].groups.size, n_res,
+                                     [contribution_alpha_statistic(a) for _, _, a in found],
+                                     rng)
+        for (entry, _, _), vb, va in zip(found, alpha_before, alpha_after, strict=True):
+            ci = _percentile_ci(va - vb, n_res)
+            entry["diff_ci"] = None if ci.low is None else [ci.low, ci.high]
+            entry["reason"] = ci.reason
+    return entries
+
+
+_CHANGE_COLUMNS = (
+    ("before_weeks", pa.string(), "VARCHAR"), ("after_weeks", pa.string(), "VARCHAR"),
+    ("n_resamples", pa.int32(), "INTEGER"), ("position", pa.int32(), "INTEGER"),
+    ("kind", pa.string(), "VARCHAR"), ("field", pa.string(), "VARCHAR"),
+    ("items_before", pa.int64(), "BIGINT"), ("alpha_before", pa.float64(), "DOUBLE"),
+    ("reason_before", pa.string(), "VARCHAR"), ("items_after", pa.int64(), "BIGINT"),
+    ("alpha_after", pa.float64(), "DOUBLE"), ("reason_after", pa.string(), "VARCHAR"),
+    ("diff", pa.float64(), "DOUBLE"), ("low", pa.float64(), "DOUBLE"),
+    ("high", pa.float64(), "DOUBLE"), ("reason", pa.string(), "VARCHAR"),
+    ("inputs", pa.string(), "VARCHAR"),
+)
+
+
+def change_weeks(effective: dt.date, k: int) -> tuple[list[str], list[str]]:
+    """The ``k`` ISO weeks before the week containing ``effective`` and the ``k`` after
+    it (that week left out), as `metrics.weekly.before_after` compares them."""
+    monday = effective - dt.timedelta(days=effective.weekday())
+
+    def week(n: int) -> str:
+        year, wk, _ = (monday + dt.timedelta(weeks=n)).isocalendar()
+        return f"{year:04d}-W{wk:02d}"
+
+    return [week(-i) for i in range(k, 0, -1)], [week(i) for i in range(1, k + 1)]
+
+
+def _build_alpha_change(con, config: ProjectConfig) -> None:
+    rows: list[tuple] = []
+    n_res = config.agreement.bootstrap
+    if n_res >= 1:
+        reuse = _previous(con, "d_alpha_change", 2)
+        done = set()
+        for g in config.guidelines:
+            before, after = change_weeks(g.effective, CHANGE_WEEKS)
+            key = (",".join(before), ",".join(after))
+            if key in done:
+                continue
+            done.add(key)
+            inputs = _change_inputs(con, config, before, after)
+            digest = inputs.digest(n_res)
+            old = reuse.get(key)
+            if old is not None and old[0] == digest:
+                rows += old[1]
+                continue
+            for pos, e in enumerate(_alpha_change(config, inputs)):
+                low, high = e["diff_ci"] or (None, None)
+                rows.append((*key, n_res, pos, e["kind"], e["field"] or "",
+                             e["before"]["items"], e["before"]["alpha"], e["before"]["reason"],
+                             e["after"]["items"], e["after"]["alpha"], e["after"]["reason"],
+                             e["diff"], low, high, e["reason"], digest))
+    _insert_rows(con, "d_alpha_change", _CHANGE_COLUMNS, rows,
+                 "before_weeks, after_weeks, position")
+
+
+def stored_alpha_change(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                        before: Sequence[str], after: Sequence[str]) -> list[dict] | None:
+    """`alpha_change` as ``d_alpha_change`` holds it, or None when it does not hold these
+    weeks with these kinds and ``[agreement] bootstrap``."""
+    rows = con.execute(
+        """SELECT kind, field, items_before, alpha_before, reason_before, items_after,
+                  alpha_after, reason_after, diff, low, high, reason
+        FROM d_alpha_change WHERE before_weeks = $b AND after_weeks = $a
+          AND n_resamples = $n ORDER BY position""",
+        {"b": ",".join(before), "a": ",".join(after), "n": config.agreement.bootstrap},
+    ).fetchall()
+    if [(r[0], r[1]) for r in rows] != alpha_kinds(config):
+        return None
+    return [{"kind": kind, "field": field or None,
+             "before": {"items": ib, "alpha": ab, "reason": rb},
+             "after": {"items": ia, "alpha": aa, "reason": ra},
+             "diff": diff, "diff_ci": None if low is None else [low, high], "reason": reason}
+            for kind, field, ib, ab, rb, ia, aa, ra, diff, low, high, reason in rows]

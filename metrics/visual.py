@@ -4,7 +4,9 @@ Pure functions of ``(con, config, ...)``: they read the tables `metrics.derived.
 builds (counts and coincidence contributions), reduce them once, and return plain
 dicts / DataFrames for the report, the CLI and the dashboard. Rates are computed from
 summed counts; alpha from summed coincidence matrices; intervals by resampling items
-(sorted by id) with ``numpy.random.default_rng(0)``.
+(sorted by id) with ``numpy.random.default_rng(0)``. `metrics.derived.refresh` draws
+them once per week and stores them (``d_week_ci``); these functions read them, and
+resample only when the stored ones were drawn with another ``[agreement] bootstrap``.
 
 The ``visual`` object of the weekly report is :func:`visual_week`; the other functions
 are the breakdowns behind its numbers (per week, per annotator pair, against gold, per
@@ -27,7 +29,6 @@ from metrics.agreement import (
     REASON_NO_VARIATION,
     GroupCoincidence,
     alpha_from_coincidence,
-    bootstrap_ratio_ci,
     cohen_kappa_from_table,
     percent_agreement_from_coincidence,
 )
@@ -76,90 +77,74 @@ def _small_sample(units: int, config: ProjectConfig) -> list[str]:
     return []
 
 
-def _week_items(con, week: str, *, reference: bool = False) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT DISTINCT item_id FROM d_pairs WHERE week = $w AND reference = $r "
-        "ORDER BY item_id", {"w": week, "r": reference},
-    ).fetchall()]
-
-
-def _alpha_ci(stats: np.ndarray, k: int, n_resamples: int) -> tuple[list | None, int, str | None]:
-    """Item-bootstrap percentile interval of alpha from per-item sufficient statistics.
-
-    ``stats`` is (G, K + 1): each item's coincidence row sums n_c and its trace. Alpha of
-    a resample needs only their sums: alpha = 1 - (n - 1)(n - tr) / (n^2 - sum n_c^2).
-    The draws are ``default_rng(0).integers(0, G, size=(B, G))``, as in
-    `metrics.agreement.bootstrap_agreement_ci`. Returns (interval, dropped, reason).
-    """
-    if n_resamples < 1:
-        return None, 0, REASON_NO_BOOTSTRAP
-    g = stats.shape[0]
-    if g == 0:
-        return None, n_resamples, "no items to resample"
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, g, size=(n_resamples, g))
-    block = max(1, 2_000_000 // g)
-    alphas = []
-    for start in range(0, n_resamples, block):
-        rows = idx[start:start + block]
-        b = rows.shape[0]
-        offsets = (np.arange(b, dtype=np.int64) * g)[:, None]
-        counts = np.bincount((rows + offsets).ravel(), minlength=b * g).reshape(b, g)
-        s = counts @ stats
-        n_c, trace = s[:, :k], s[:, k]
-        n = n_c.sum(axis=1)
-        expected = n * n - (n_c * n_c).sum(axis=1)
-        alpha = np.full(b, np.nan)
-        ok = (n > 0) & (expected > 1e-12 * n * n)
-        alpha[ok] = 1.0 - (n[ok] - 1.0) * (n[ok] - trace[ok]) / expected[ok]
-        alphas.append(alpha)
-    values = np.concatenate(alphas)
-    defined = values[~np.isnan(values)]
-    dropped = int(n_resamples - defined.size)
-    if defined.size == 0:
-        return None, dropped, "alpha undefined in every resample"
-    low, high = np.percentile(defined, [2.5, 97.5])
-    return [float(low), float(high)], dropped, None
-
-
-def _coincidence(con, weeks: Sequence[str], kind: str, field: str, items: Sequence[str],
-                 categories: Sequence[str] | None = None):
-    """Per-item coincidence contributions (G, K, K) of a kind over some weeks."""
-    rows = con.execute(
-        """SELECT item_id, c, k, sum(weight) AS weight FROM d_coincidence
-        WHERE week IN (SELECT unnest($weeks::VARCHAR[])) AND kind = $kind AND field = $field
-        GROUP BY ALL""",
-        {"weeks": list(weeks), "kind": kind, "field": field},
-    ).fetchnumpy()
-    item_arr = np.asarray(rows["item_id"], dtype=object)
-    c_arr = np.asarray(rows["c"], dtype=object)
-    k_arr = np.asarray(rows["k"], dtype=object)
+def _coincidence(con, weeks: Sequence[str], kind: str, field: str,
+                 categories: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Per-item coincidence contributions (G, K, K) of a kind over some weeks (items of
+    the weeks' peer pairs, sorted by id): the categories (default: the values used,
+    sorted) and the array."""
+    kinds = [(kind, field)]
+    (used,) = derived.period_values(con, weeks, kinds)
     if categories is None:
-        cats = sorted(set(c_arr.tolist()) | set(k_arr.tolist()))
+        cats = used
     else:
         cats = list(categories)
-    cat_pos = {c: i for i, c in enumerate(cats)}
-    unknown = (set(c_arr.tolist()) | set(k_arr.tolist())) - set(cat_pos)
-    if unknown:
-        raise ValueError(f"values {sorted(unknown)!r} are not in categories")
-    item_pos = {it: i for i, it in enumerate(items)}
-    o = np.zeros((len(items), len(cats), len(cats)), dtype=np.float64)
-    if item_arr.size:
-        gi = np.fromiter((item_pos[i] for i in item_arr), np.int64, item_arr.size)
-        ci = np.fromiter((cat_pos[c] for c in c_arr), np.int64, c_arr.size)
-        ki = np.fromiter((cat_pos[c] for c in k_arr), np.int64, k_arr.size)
-        np.add.at(o, (gi, ci, ki), np.asarray(rows["weight"], dtype=np.float64))
+        unknown = set(used) - set(cats)
+        if unknown:
+            raise ValueError(f"values {sorted(unknown)!r} are not in categories")
+    _, (o,) = derived.period_coincidence(con, weeks, kinds, [cats])
     return cats, o
 
 
-def _units(con, weeks: Sequence[str], kind: str, field: str) -> tuple[int, int, int]:
-    """Pairable units, and the least and most values in one of them."""
-    units, m_min, m_max = con.execute(
-        """SELECT coalesce(sum(units), 0), min(m_min), max(m_max) FROM d_units
-        WHERE week IN (SELECT unnest($weeks::VARCHAR[])) AND kind = $kind AND field = $field""",
-        {"weeks": list(weeks), "kind": kind, "field": field},
-    ).fetchone()
-    return int(units), m_min, m_max
+class _WeekKinds:
+    """Every agreement kind of one week, read at once (``d_week_coincidence``,
+    ``d_units``): per (kind, field) the coincidence matrix summed over the week's items
+    and the pairable units with the least and most values in one of them."""
+
+    def __init__(self, con, config: ProjectConfig, week: str):
+        self._o = {(kind, field): np.asarray(values, dtype=np.float64).reshape(k, k)
+                   for kind, field, k, values in con.execute(
+            "SELECT kind, field, k, coincidence FROM d_week_coincidence WHERE week = $w",
+            {"w": week},
+        ).fetchall()}
+        self._units = {(kind, field): (int(units), m_min, m_max)
+                       for kind, field, units, m_min, m_max in con.execute(
+            """SELECT kind, field, coalesce(sum(units), 0), min(m_min), max(m_max)
+            FROM d_units WHERE week = $w GROUP BY kind, field""", {"w": week},
+        ).fetchall()}
+
+    def get(self, kind: str, field: str) -> tuple[np.ndarray, int, Any, Any]:
+        """(coincidence matrix, units, m_min, m_max); no values: a 0 x 0 matrix."""
+        return (self._o.get((kind, field), np.zeros((0, 0))),
+                *self._units.get((kind, field), (0, None, None)))
+
+
+class _Intervals:
+    """The stored bootstrap intervals of one week (``d_week_ci``), drawn with the
+    config's ``bootstrap``; resampled here (once, every interval of the week) when one
+    is missing."""
+
+    def __init__(self, con, config: ProjectConfig, week: str):
+        self._con, self._config, self._week = con, config, week
+        self._rows = self._index(con.execute(
+            """SELECT week, reference, kind, field, n_resamples, low, high, dropped, reason
+            FROM d_week_ci WHERE week = $w AND n_resamples = $n""",
+            {"w": week, "n": config.agreement.bootstrap},
+        ).fetchall())
+        self._resampled = False
+
+    @staticmethod
+    def _index(rows) -> dict:
+        return {(bool(r[1]), r[2], r[3]): (r[5], r[6], r[7], r[8]) for r in rows}
+
+    def get(self, reference: bool, kind: str, field: str = ""
+            ) -> tuple[float | None, float | None, int, str | None]:
+        """(low, high, dropped, reason) of an interval the week has a statistic for."""
+        key = (reference, kind, field)
+        if key not in self._rows and not self._resampled:
+            self._rows.update(self._index(
+                derived.week_intervals(self._con, self._config, [self._week])))
+            self._resampled = True
+        return self._rows[key]
 
 
 def _fleiss(o: np.ndarray, units: int, m_min, m_max) -> tuple[float | None, str | None]:
@@ -183,12 +168,10 @@ def _fleiss(o: np.ndarray, units: int, m_min, m_max) -> tuple[float | None, str 
     return (p_bar - chance) / (1.0 - chance), None
 
 
-def _kind_summary(con, config: ProjectConfig, week: str, kind: str, items: list[str],
-                  field: str = "") -> dict[str, Any]:
+def _kind_summary(config: ProjectConfig, kind: str, week_kinds: _WeekKinds,
+                  intervals: _Intervals, field: str = "") -> dict[str, Any]:
     """units, agreement, alpha, alpha_ci, alpha_reason, warnings of one kind in a week."""
-    cats, o = _coincidence(con, [week], kind, field, items)
-    units, m_min, m_max = _units(con, [week], kind, field)
-    total = o.sum(axis=0)
+    total, units, m_min, m_max = week_kinds.get(kind, field)
     fleiss, fleiss_reason = _fleiss(total, units, m_min, m_max)
     alpha, reason = alpha_from_coincidence(total)
     agreement = percent_agreement_from_coincidence(total)
@@ -198,11 +181,11 @@ def _kind_summary(con, config: ProjectConfig, week: str, kind: str, items: list[
         "fleiss_kappa": fleiss, "fleiss_kappa_reason": fleiss_reason,
     }
     if alpha is not None:
-        k = len(cats)
-        stats = np.concatenate(
-            [o.sum(axis=2), np.trace(o, axis1=1, axis2=2)[:, None]], axis=1
-        )
-        ci, dropped, ci_reason = _alpha_ci(stats, k, config.agreement.bootstrap)
+        if config.agreement.bootstrap < 1:
+            ci, dropped, ci_reason = None, 0, REASON_NO_BOOTSTRAP
+        else:
+            low, high, dropped, ci_reason = intervals.get(False, kind, field)
+            ci = None if low is None else [low, high]
         out["alpha_ci"] = ci
         out["alpha_ci_dropped"] = dropped
         if ci_reason:
@@ -223,7 +206,8 @@ def _m3_counts(con, week: str, *, reference: bool) -> dict[str, int]:
     return {k: int(v) for k, v in zip(keys, row, strict=True)}
 
 
-def _m3(con, config: ProjectConfig, week: str, *, reference: bool) -> dict[str, Any]:
+def _m3(con, config: ProjectConfig, week: str, *, reference: bool,
+        intervals: _Intervals) -> dict[str, Any]:
     """The M3 counts, rate, item-bootstrap CI and status of a week's peer or gold pairs."""
     out: dict[str, Any] = _m3_counts(con, week, reference=reference)
     a, c, p = out["agreements"], out["class_disagreements"], out["presence_disagreements"]
@@ -238,19 +222,11 @@ def _m3(con, config: ProjectConfig, week: str, *, reference: bool) -> dict[str, 
         if config.agreement.bootstrap < 1:
             out["disagreement_rate_ci_reason"] = REASON_NO_BOOTSTRAP
         else:
-            per_item = con.execute(
-                """SELECT item_id, sum(class_disagreements + presence_disagreements) AS num,
-                          sum(agreements + class_disagreements + presence_disagreements) AS den
-                FROM d_pairs WHERE week = $w AND reference = $r
-                GROUP BY item_id ORDER BY item_id""",
-                {"w": week, "r": reference},
-            ).fetchnumpy()
-            ci = bootstrap_ratio_ci(per_item["num"], per_item["den"],
-                                    n_resamples=config.agreement.bootstrap, seed=0)
-            if ci.low is not None:
-                out["disagreement_rate_ci"] = [ci.low, ci.high]
-            out["disagreement_rate_ci_reason"] = ci.reason
-            out["disagreement_rate_ci_dropped"] = ci.dropped
+            low, high, dropped, reason = intervals.get(reference, "m3")
+            if low is not None:
+                out["disagreement_rate_ci"] = [low, high]
+            out["disagreement_rate_ci_reason"] = reason
+            out["disagreement_rate_ci_dropped"] = dropped
     out["status"] = traffic_light(rate, config.thresholds["visual_disagreement_rate"])
     return out
 
@@ -265,8 +241,8 @@ def _labels_order(config: ProjectConfig, seen: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def _class_section(con, config, week, items) -> dict[str, Any]:
-    out = _kind_summary(con, config, week, "class", items)
+def _class_section(con, config, week, week_kinds, intervals) -> dict[str, Any]:
+    out = _kind_summary(config, "class", week_kinds, intervals)
     rows = con.execute(
         """SELECT bp.label_a, bp.label_b, count(*) FROM d_box_pairs bp JOIN d_pairs p
         USING (pair_id) WHERE p.week = $w AND NOT p.reference
@@ -371,8 +347,9 @@ def visual_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str
         JSON-ready (floats, ints, strings, lists, None).
     """
     derived.ensure(con, config)
-    m3 = _m3(con, config, week, reference=False)
-    items = _week_items(con, week)
+    intervals = _Intervals(con, config, week)
+    m3 = _m3(con, config, week, reference=False, intervals=intervals)
+    week_kinds = _WeekKinds(con, config, week)
     warnings: list[str] = []
     if derived.is_fresh(con, config) is False:
         warnings.append("the visual tables were built with a different [labels], [fields], "
@@ -389,19 +366,19 @@ def visual_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str
             text[field] = _free_text_section(con, config, week, field)
         else:
             text[field] = {"kind": kind,
-                           **_kind_summary(con, config, week, kind, items, field)}
+                           **_kind_summary(config, kind, week_kinds, intervals, field)}
     if has_free:
         text[_mentions_key(config)] = {
-            "kind": "mentions", **_kind_summary(con, config, week, "mentions", items)
+            "kind": "mentions", **_kind_summary(config, "mentions", week_kinds, intervals),
         }
-    reference = _m3(con, config, week, reference=True)
+    reference = _m3(con, config, week, reference=True, intervals=intervals)
     return {
         **m3,
         "warnings": warnings,
-        "presence": _kind_summary(con, config, week, "presence", items),
-        "class": _class_section(con, config, week, items),
+        "presence": _kind_summary(config, "presence", week_kinds, intervals),
+        "class": _class_section(con, config, week, week_kinds, intervals),
         "text": text,
-        "schema": _kind_summary(con, config, week, "schema", items),
+        "schema": _kind_summary(config, "schema", week_kinds, intervals),
         "iou": _iou_section(con, config, week),
         "reference": reference,
     }
@@ -449,21 +426,22 @@ def visual_series(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, ci: 
         low = np.full(len(df), np.nan)
         high = np.full(len(df), np.nan)
         if config.agreement.bootstrap >= 1:
-            per_item = con.execute(
-                """SELECT week, item_id, sum(class_disagreements + presence_disagreements) AS n,
-                          sum(agreements + class_disagreements + presence_disagreements) AS d
-                FROM d_pairs WHERE NOT reference GROUP BY week, item_id
-                ORDER BY week, item_id"""
-            ).df()
-            groups = {w: g for w, g in per_item.groupby("week", sort=False)}
+            stored = {w: (lo, hi) for w, lo, hi in con.execute(
+                """SELECT week, low, high FROM d_week_ci
+                WHERE NOT reference AND kind = 'm3' AND n_resamples = $n""",
+                {"n": config.agreement.bootstrap},
+            ).fetchall()}
+            # Weeks with box units have an interval; resample those not stored.
+            missing = [w for w, d in zip(df["week"], den, strict=True)
+                       if d > 0 and w not in stored]
+            if missing:
+                for row in derived.week_intervals(con, config, missing, alphas=False):
+                    if not row[1]:
+                        stored[row[0]] = (row[5], row[6])
             for row, week in enumerate(df["week"]):
-                g = groups.get(week)
-                if g is None or not g["d"].sum():
-                    continue
-                res = bootstrap_ratio_ci(g["n"].to_numpy(), g["d"].to_numpy(),
-                                         n_resamples=config.agreement.bootstrap, seed=0)
-                if res.low is not None:
-                    low[row], high[row] = res.low, res.high
+                lo, hi = stored.get(week, (None, None))
+                if lo is not None:
+                    low[row], high[row] = lo, hi
         df["ci_low"] = low
         df["ci_high"] = high
     return df
@@ -653,6 +631,7 @@ def disagreement_items(
     derived.ensure(con, config)
     first, second = _annotator_filter(annotator)
     params: dict[str, Any] = {"w": week, "x": first, "y": second}
+    free = kind not in _BOX_KINDS and config.fields.get(kind) == "free"
     pair_filter = """($x IS NULL OR ($y IS NULL AND (p.annotator_a = $x OR p.annotator_b = $x))
         OR (least($x, $y) = p.annotator_a AND greatest($x, $y) = p.annotator_b))"""
     if kind in _BOX_KINDS:
@@ -665,7 +644,7 @@ def disagreement_items(
             WHERE p.week = $w AND NOT p.reference AND {cond} AND {pair_filter}
               AND ($label IS NULL OR bp.label_a = $label OR bp.label_b = $label)
             GROUP BY ALL"""
-    elif kind in config.fields and config.fields[kind] == "free":
+    elif free:
         params["f"] = kind
         params["cut"] = FREE_TEXT_CUTOFF
         sql = f"""
@@ -676,23 +655,23 @@ def disagreement_items(
               AND {pair_filter}"""
     else:
         sql = _set_disagreement_sql(config, kind, label, params, pair_filter)
-    rows = con.execute(sql, params).df()
     columns = ["item_id", "annotators", "pairs", "count"]
-    if "similarity" in rows.columns:
+    if free:
         columns.append("min_similarity")
-    if rows.empty:
+    # One row per item: the annotators of its disagreeing pairs, sorted.
+    rows = con.execute(
+        f"""WITH d AS ({sql})
+        SELECT item_id, list_sort(list_distinct(list(annotator_a) || list(annotator_b))),
+               count(DISTINCT pair_id), sum(n) AS total
+               {", min(similarity)" if free else ""}
+        FROM d GROUP BY item_id ORDER BY total DESC, item_id""",
+        params,
+    ).fetchall()
+    if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    out = []
-    for item_id, g in rows.groupby("item_id", sort=True):
-        annotators = sorted(set(g["annotator_a"]) | set(g["annotator_b"]))
-        rec = {"item_id": item_id, "annotators": annotators,
-               "pairs": int(g["pair_id"].nunique()), "count": int(g["n"].sum())}
-        if "similarity" in g.columns:
-            rec["min_similarity"] = float(g["similarity"].min())
-        out.append(rec)
-    df = pd.DataFrame(out, columns=columns)
-    return df.sort_values(["count", "item_id"], ascending=[False, True],
-                          kind="stable").reset_index(drop=True)
+    out = [{"item_id": r[0], "annotators": list(r[1]), "pairs": int(r[2]), "count": int(r[3]),
+            **({"min_similarity": float(r[4])} if free else {})} for r in rows]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _set_disagreement_sql(config: ProjectConfig, kind: str, label: str | None,
@@ -851,11 +830,8 @@ def kind_coincidence(
     last two with ``field``). Pass the same ``categories`` for both periods.
     """
     derived.ensure(con, config)
-    items = [r[0] for r in con.execute(
-        "SELECT DISTINCT item_id FROM d_pairs WHERE NOT reference "
-        "AND week IN (SELECT unnest($w::VARCHAR[])) ORDER BY item_id", {"w": list(weeks)},
-    ).fetchall()]
-    cats, o = _coincidence(con, weeks, kind, field, items, categories)
+    items = derived.period_items(con, weeks)
+    cats, o = _coincidence(con, weeks, kind, field, categories)
     k = len(cats)
     return GroupCoincidence(
         groups=np.asarray(items, dtype=object),

@@ -22,9 +22,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from metrics import derived
 from metrics.agreement import (
-    alpha_from_coincidence,
-    bootstrap_alpha_diff_ci,
     newcombe_diff_ci,
     p_chart_limits,
     two_proportion_ztest,
@@ -34,8 +33,6 @@ from metrics.config import Guideline, ProjectConfig
 from metrics.status import traffic_light
 from metrics.visual import (
     gold_breakdown,
-    kind_coincidence,
-    label_breakdown,
     pair_breakdown,
     visual_series,
 )
@@ -163,20 +160,40 @@ ORDER BY count DESC, v.field
 """
 
 # Movers: annotations of A_w with an error at a path / violating a rule, for two weeks.
-_PATH_WEEKS_SQL = f"""
+_PATH_RULE_WEEKS_SQL = f"""
 WITH {_COUNTED}
-SELECT a.week, e.pointer AS key, count(DISTINCT e.ann_key) AS events
+SELECT 'path' AS kind, a.week, e.pointer AS key, count(DISTINCT e.ann_key) AS events
 FROM contract_errors e JOIN counted a USING (ann_key)
 WHERE list_contains($weeks, a.week)
 GROUP BY a.week, e.pointer
-"""
-
-_RULE_WEEKS_SQL = f"""
-WITH {_COUNTED}
-SELECT a.week, v.rule AS key, count(DISTINCT v.ann_key) AS events
+UNION ALL
+SELECT 'rule', a.week, v.rule, count(DISTINCT v.ann_key)
 FROM violations v JOIN counted a USING (ann_key)
 WHERE list_contains($weeks, a.week)
 GROUP BY a.week, v.rule
+"""
+
+# Movers: M3 events (class + presence disagreements) and units (+ agreements) of the
+# week's peer pairs per label (every box outcome for its label(s), a class disagreement
+# for both: `metrics.visual.label_breakdown`) and per annotator pair
+# (`metrics.visual.pair_breakdown`), for two weeks.
+_BOX_WEEKS_SQL = """
+WITH p AS (SELECT * FROM d_pairs WHERE NOT reference AND list_contains($weeks, week)),
+o AS (
+    SELECT p.week, bp.kind, coalesce(bp.label_a, bp.label_b) AS label
+    FROM d_box_pairs bp JOIN p USING (pair_id)
+    UNION ALL
+    SELECT p.week, bp.kind, bp.label_b
+    FROM d_box_pairs bp JOIN p USING (pair_id) WHERE bp.kind = 'class'
+)
+SELECT 'label' AS kind, week, label AS key, count(*) FILTER (kind <> 'agreement') AS events,
+       count(*) AS units
+FROM o GROUP BY week, label
+UNION ALL
+SELECT 'pair', week, annotator_a || ' / ' || annotator_b,
+       sum(class_disagreements + presence_disagreements),
+       sum(agreements + class_disagreements + presence_disagreements)
+FROM p GROUP BY week, annotator_a, annotator_b
 """
 
 # Stale labels: the record's version ranked in the guideline log (1-based, NULL if unknown).
@@ -209,12 +226,12 @@ ORDER BY week, item_id, annotation_id
 # draft's. Fields compare as JSON trees (key order ignored, numbers by value).
 _PREFILL_SQL = f"""
 WITH {_COUNTED},
-prefilled AS (
+prefilled AS MATERIALIZED (
     SELECT ann_key, annotator_id, reviewed_by, reviewed, fields, draft
     FROM counted
     WHERE prefilled AND ($week IS NULL OR week = $week)
 ),
-drafted AS (SELECT * FROM prefilled WHERE draft IS NOT NULL),
+drafted AS MATERIALIZED (SELECT * FROM prefilled WHERE draft IS NOT NULL),
 ann_boxes AS (
     SELECT b.ann_key, b.box_idx AS idx, b.label, b.x, b.y, b.w, b.h
     FROM boxes b JOIN drafted d USING (ann_key)
@@ -590,21 +607,14 @@ def _mover_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig, prev: s
     both = [prev, week]
     totals = {w: int(n) for w, n in _week_counts(con, both)["annotations"].items()}
     counts: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
-    for kind, sql in (("path", _PATH_WEEKS_SQL), ("rule", _RULE_WEEKS_SQL)):
-        for r in _records(con, sql, {"weeks": both}):
-            # The units are A_w, also in a week where the path or rule does not occur.
-            entry = counts.setdefault((kind, r["key"]), {w: (0, totals[w]) for w in both})
-            entry[r["week"]] = (r["events"], totals[r["week"]])
-    for w in both:
-        for kind, df in (("label", label_breakdown(con, config, w)),
-                         ("pair", pair_breakdown(con, config, w))):
-            if df.empty:
-                continue
-            keys = (df["label"] if kind == "label"
-                    else df["annotator_a"] + " / " + df["annotator_b"])
-            errors = df["class_disagreements"] + df["presence_disagreements"]
-            for key, e, u in zip(keys, errors, _box_units(df), strict=True):
-                counts.setdefault((kind, key), {})[w] = (int(e), int(u))
+    for kind, w, key, events in con.execute(_PATH_RULE_WEEKS_SQL, {"weeks": both}).fetchall():
+        # The units are A_w, also in a week where the path or rule does not occur.
+        entry = counts.setdefault((kind, key), {x: (0, totals[x]) for x in both})
+        entry[w] = (events, totals[w])
+    derived.ensure(con, config)
+    for kind, w, key, events, units in con.execute(_BOX_WEEKS_SQL,
+                                                   {"weeks": both}).fetchall():
+        counts.setdefault((kind, key), {})[w] = (int(events), int(units))
     return counts
 
 
@@ -744,47 +754,24 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
            "week": change_week, "k": k, "before_weeks": before, "after_weeks": after,
            "metrics": metrics}
     if visual:
-        out["alpha"] = [_alpha_compare(con, config, kind, field, before, after)
-                        for kind, field in _alpha_kinds(config)]
+        out["alpha"] = _alpha_changes(con, config, before, after)
     return out
 
 
 def _alpha_kinds(config: ProjectConfig) -> list[tuple[str, str]]:
     """(kind, field) of every alpha the visual breakdown reports."""
-    kinds = [("presence", ""), ("class", ""), ("schema", "")]
-    kinds += [(kind, field) for field, kind in config.fields.items()
-              if kind in ("categorical", "multilabel")]
-    if "free" in config.fields.values():
-        kinds.append(("mentions", ""))
-    return kinds
+    return derived.alpha_kinds(config)
 
 
-def _alpha_compare(con: duckdb.DuckDBPyConnection, config: ProjectConfig, kind: str,
-                   field: str, before: list[str], after: list[str]) -> dict:
-    """Krippendorff's alpha of one kind before and after, from the summed coincidence
-    matrices of each period, with the item bootstrap interval of the difference."""
-    found = [kind_coincidence(con, config, ws, kind=kind, field=field)
-             for ws in (before, after)]
-    cats = sorted(set(found[0].categories.tolist()) | set(found[1].categories.tolist()))
-    b, a = (kind_coincidence(con, config, ws, kind=kind, field=field, categories=cats)
-            for ws in (before, after))
-    alpha_b, reason_b = alpha_from_coincidence(b.coincidence)
-    alpha_a, reason_a = alpha_from_coincidence(a.coincidence)
-    entry = {"kind": kind, "field": field or None,
-             "before": {"items": int(b.groups.size), "alpha": alpha_b, "reason": reason_b},
-             "after": {"items": int(a.groups.size), "alpha": alpha_a, "reason": reason_a},
-             "diff": None, "diff_ci": None, "reason": None}
-    if alpha_b is None or alpha_a is None:
-        entry["reason"] = "alpha undefined " + ("before" if alpha_b is None else "after")
-        return entry
-    entry["diff"] = alpha_a - alpha_b
-    if config.agreement.bootstrap < 1:
-        entry["reason"] = "bootstrap = 0 in [agreement]: intervals disabled"
-        return entry
-    ci = bootstrap_alpha_diff_ci(b, a, n_resamples=config.agreement.bootstrap, seed=0)
-    entry["diff_ci"] = None if ci.low is None else [ci.low, ci.high]
-    entry["reason"] = ci.reason
-    return entry
+def _alpha_changes(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                   before: list[str], after: list[str]) -> list[dict]:
+    """Krippendorff's alpha of each kind before and after, from the summed coincidence
+    matrices of each period, with the item bootstrap interval of the difference: as
+    `metrics.derived.refresh` stored it for these weeks, else computed
+    (`metrics.derived.alpha_change`, one draw per period for every kind)."""
+    derived.ensure(con, config)
+    stored = derived.stored_alpha_change(con, config, before, after)
+    return stored if stored is not None else derived.alpha_change(con, config, before, after)
 
 
 def _json_pointer(field: str) -> str:

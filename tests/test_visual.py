@@ -640,3 +640,152 @@ def test_missing_or_stale_derived_tables(hand, project):
     with store.open_db(config.database, read_only=True) as ro:
         v = visual.visual_week(ro, project.config, "2026-W02")
     assert any("ingest again" in w for w in v["warnings"])
+
+
+# --------------------------------------------------------------------------------------
+# Stored intervals (d_week_ci): one draw per week, the numbers of one draw per statistic
+# --------------------------------------------------------------------------------------
+
+
+def random_records(seed: int, weeks: list[str], n_items: int = 24, *, max_raters: int = 4,
+                   prefix: str = "r") -> list[dict]:
+    """Items drawn by 2 to ``max_raters`` annotators (coincidence weights 1, 1/2, 1/3)
+    with jittered boxes of random labels, random weather, tags and captions."""
+    rng = np.random.default_rng(seed)
+    labels = ["car", "person", "bicycle"]
+    recs = []
+    for w, when in enumerate(weeks):
+        for i in range(n_items):
+            item = f"{prefix}{w}-{i:02d}"
+            base = [(float(rng.uniform(0, 60)), float(rng.uniform(0, 60)))
+                    for _ in range(int(rng.integers(0, 3)))]
+            for a in range(int(rng.integers(2, max_raters + 1))):
+                boxes = [box(x + float(rng.integers(0, 3)), y, 20, 20,
+                             label=str(rng.choice(labels)))
+                         for x, y in base if rng.random() < 0.85]
+                tags = sorted({str(t) for t in rng.choice(["a", "b", "c"],
+                                                          size=int(rng.integers(0, 3)))})
+                recs.append(record(item, f"ann-{a}", when, boxes,
+                                   caption=f"A {rng.choice(labels)} on the road.",
+                                   weather=str(rng.choice(["sunny", "cloudy", "rainy"])),
+                                   tags=tags))
+    return recs
+
+
+def _with_bootstrap(config, n: int):
+    import dataclasses
+
+    return dataclasses.replace(config,
+                               agreement=dataclasses.replace(config.agreement, bootstrap=n))
+
+
+def _ratio_ci(con, week: str, reference: bool, n: int) -> list[float]:
+    rows = con.execute(
+        """SELECT sum(class_disagreements + presence_disagreements),
+                  sum(agreements + class_disagreements + presence_disagreements)
+        FROM d_pairs WHERE week = $w AND reference = $r GROUP BY item_id ORDER BY item_id""",
+        {"w": week, "r": reference}).fetchall()
+    ci = agreement.bootstrap_ratio_ci([r[0] for r in rows], [r[1] for r in rows],
+                                      n_resamples=n, seed=0)
+    return [ci.low, ci.high]
+
+
+def _alpha_ci(gc: agreement.GroupCoincidence, n: int) -> list[float]:
+    """Alpha's item bootstrap drawn for this statistic alone (DESIGN "CIs"), from each
+    item's coincidence row sums and trace."""
+    g, k = gc.groups.size, gc.categories.size
+    o = gc.contributions.reshape(g, k, k)
+    stats = np.concatenate([o.sum(axis=2), np.trace(o, axis1=1, axis2=2)[:, None]], axis=1)
+    idx = np.random.default_rng(0).integers(0, g, size=(n, g))
+    counts = np.bincount((idx + np.arange(n)[:, None] * g).ravel(),
+                         minlength=n * g).reshape(n, g)
+    s = counts @ stats
+    n_c, trace = s[:, :k], s[:, k]
+    total = n_c.sum(axis=1)
+    expected = total * total - (n_c * n_c).sum(axis=1)
+    ok = (total > 0) & (expected > 1e-12 * total * total)
+    alpha = 1.0 - (total[ok] - 1.0) * (total[ok] - trace[ok]) / expected[ok]
+    return [float(x) for x in np.percentile(alpha, [2.5, 97.5])]
+
+
+@pytest.mark.parametrize("bootstrap", [200, 150])
+def test_week_intervals_equal_one_draw_per_statistic(project, open_con, bootstrap):
+    """200: the intervals refresh stored; 150: another setting, resampled on read."""
+    project.ingest(project.write("r.jsonl", random_records(3, [W2, W3])))
+    con = open_con(project)
+    config = _with_bootstrap(project.config, bootstrap)
+    stored = con.execute("SELECT count(*) FROM d_week_ci WHERE n_resamples = 150").fetchone()
+    assert stored == (0,)
+    series = visual.visual_series(con, config).set_index("week")
+    for week in ("2026-W02", "2026-W03"):
+        v = visual.visual_week(con, config, week)
+        assert v["disagreement_rate_ci"] == _ratio_ci(con, week, False, bootstrap)
+        assert series.loc[week, ["ci_low", "ci_high"]].tolist() == v["disagreement_rate_ci"]
+        assert v["reference"]["disagreement_rate_ci"] is None  # no gold
+        sections = {("presence", ""): v["presence"], ("class", ""): v["class"],
+                    ("schema", ""): v["schema"], ("categorical", "weather"):
+                    v["text"]["weather"], ("multilabel", "tags"): v["text"]["tags"],
+                    ("mentions", ""): v["text"]["mentions"]}
+        assert set(sections) == set(derived.alpha_kinds(config))
+        checked = 0
+        for (kind, field), sec in sections.items():
+            if sec["alpha"] is None:
+                assert sec["alpha_ci"] is None
+                continue
+            gc = visual.kind_coincidence(con, config, [week], kind=kind, field=field)
+            assert sec["alpha_ci"] == _alpha_ci(gc, bootstrap), (week, kind)
+            assert sec["alpha_ci_dropped"] == 0
+            checked += 1
+        assert checked >= 5
+
+
+def test_resample_counts_are_the_design_draws():
+    for n_items, n_res in ((1, 5), (7, 300), (10_000, 300)):  # the last in two blocks
+        idx = np.random.default_rng(0).integers(0, n_items, size=(n_res, n_items))
+        want = np.stack([np.bincount(row, minlength=n_items) for row in idx])
+        blocks = list(derived.resample_counts(n_items, n_res))
+        assert np.array_equal(np.concatenate(blocks), want)
+    assert len(blocks) == 2
+
+
+def test_readiness_is_remembered_per_connection(hand, project, monkeypatch):
+    con, config = hand
+    derived.ensure(con, config)
+    assert derived.is_fresh(con, config) is True
+    with monkeypatch.context() as m:  # asking the database again would fail
+        m.setattr(derived, "_PROBE_SQL", "SELECT nope")
+        m.setattr(derived, "_missing_tables", lambda *a: pytest.fail("asked again"))
+        derived.ensure(con, config)
+        assert derived.is_current(con, config)
+    con.close()
+    # A refresh forgets the answer: the tables now carry another config.
+    other = _with_bootstrap(config, 50)
+    with store.open_db(config.database) as rw:
+        assert derived.is_fresh(rw, config) is True
+        rw.execute("BEGIN TRANSACTION")
+        derived.refresh(rw, other)
+        assert (derived.is_fresh(rw, config), derived.is_fresh(rw, other)) == (False, True)
+        rw.execute("ROLLBACK")
+        assert derived.is_fresh(rw, config) is True
+
+
+def test_refresh_keeps_the_intervals_of_unchanged_weeks(project, open_con, monkeypatch):
+    # At most 3 raters: every coincidence weight is a sum of halves, exact in any order
+    # (with thirds, the SQL sums building d_coincidence may differ in the last bit from
+    # one refresh to the next, and the intervals are then drawn again).
+    project.ingest(project.write("w2.jsonl", random_records(4, [W2], max_raters=3)))
+    calls = []
+    real = derived.bootstrap_many
+    monkeypatch.setattr(derived, "bootstrap_many",
+                        lambda n, *a, **k: calls.append(n) or real(n, *a, **k))
+    # A later week: W02's rating sets and intervals do not change, only W03's are drawn.
+    project.ingest(project.write("w3.jsonl", random_records(5, [W3], max_raters=3,
+                                                            prefix="s")))
+    con = open_con(project)
+    w3_items = con.execute("SELECT count(DISTINCT item_id) FROM d_pairs "
+                           "WHERE week = '2026-W03' AND NOT reference").fetchone()[0]
+    assert calls == [w3_items]
+    stored = con.execute("SELECT * EXCLUDE (inputs) FROM d_week_ci ORDER BY ALL").fetchall()
+    fresh = derived.week_intervals(con, project.config)
+    assert stored == sorted(r[:-1] for r in fresh)
+    assert {r[0] for r in stored} == {"2026-W02", "2026-W03"}

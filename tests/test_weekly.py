@@ -522,3 +522,51 @@ def test_alpha_before_after_against_krippendorff(project):
     assert schema["diff"] is None and schema["reason"] == "alpha undefined before"
     assert "no variation" in schema["before"]["reason"]
     con.close()
+
+
+def test_alpha_intervals_share_one_draw_per_period(project):
+    """Every kind resamples the period's items with one shared draw (stored at refresh
+    for k = 4, computed for other k): the intervals of kind-by-kind resampling."""
+    import numpy as np
+
+    from metrics import agreement, derived
+    from metrics.visual import kind_coincidence
+
+    rng = np.random.default_rng(5)
+    recs = []
+    for day, prefix in (("2026-01-13", "b1"), ("2026-01-27", "b2"), ("2026-02-10", "a1"),
+                        ("2026-02-24", "a2")):
+        for i in range(12):
+            for a in range(int(rng.integers(2, 5))):  # coincidence weights 1, 1/2, 1/3
+                label = "car" if rng.random() < 0.7 else "bicycle"
+                recs.append(record(
+                    item=f"{prefix}-{i}", annotator=f"ann-{a}", when=f"{day}T10:00:00Z",
+                    boxes=[{"label": label, "bbox": [10, 10, 30, 20]}],
+                    weather=str(rng.choice(["sunny", "cloudy", "rainy"])),
+                    tags=sorted({str(t) for t in rng.choice(["x", "y"], size=2)}),
+                    caption=f"A {label} on the street."))
+    project.ingest(project.write("s.jsonl", recs))
+    con = project.connect()
+    cfg = project.config
+    checked = 0
+    for k in (4, 3):
+        ba = weekly.before_after(con, cfg, "v2", k=k)
+        stored = derived.stored_alpha_change(con, cfg, ba["before_weeks"], ba["after_weeks"])
+        assert (stored is not None) == (k == 4)
+        assert [(a["kind"], a["field"] or "") for a in ba["alpha"]] == weekly._alpha_kinds(cfg)
+        for entry in ba["alpha"]:
+            kind, field = entry["kind"], entry["field"] or ""
+            found = [kind_coincidence(con, cfg, ws, kind=kind, field=field)
+                     for ws in (ba["before_weeks"], ba["after_weeks"])]
+            cats = sorted(set(found[0].categories.tolist())
+                          | set(found[1].categories.tolist()))
+            b, a = (kind_coincidence(con, cfg, ws, kind=kind, field=field, categories=cats)
+                    for ws in (ba["before_weeks"], ba["after_weeks"]))
+            assert entry["before"]["items"] == b.groups.size
+            if entry["diff"] is None:
+                continue
+            ci = agreement.bootstrap_alpha_diff_ci(b, a, n_resamples=200, seed=0)
+            assert entry["diff_ci"] == [ci.low, ci.high], (k, kind)
+            checked += 1
+    assert checked >= 8
+    con.close()
