@@ -203,3 +203,25 @@ def empty_project(tmp_path: Path) -> Path:
 
     write_starter(tmp_path / "empty")
     return tmp_path / "empty"
+
+
+def run_page(path: Path | str, **params: str):
+    """Run one dashboard page under Streamlit's AppTest with these URL parameters."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(path), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def no_exception(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def page_texts(at) -> str:
+    """Every text element of a page run, joined: what a reader sees, minus tables."""
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [m.value for m in at.info] + [m.value for m in at.warning]
+    parts += [m.value for m in at.error] + [m.value for m in at.success]
+    return "\n".join(parts)

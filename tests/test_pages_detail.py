@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import record
+from conftest import no_exception, page_texts, record, run_page
 from streamlit.testing.v1 import AppTest
 
 from metrics import inventory, store, visual, weekly
@@ -30,21 +30,10 @@ PAGES = {
 
 
 def app(name: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / PAGES[name]), default_timeout=60)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at.run()
+    return run_page(ROOT / PAGES[name], **params)
 
 
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
-    parts += [m.value for m in at.info] + [m.value for m in at.warning]
-    parts += [m.value for m in at.error] + [m.value for m in at.success]
-    return "\n".join(parts)
+texts = page_texts
 
 
 def metric(at: AppTest, label: str) -> str:
