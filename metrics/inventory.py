@@ -27,6 +27,7 @@ import pandas as pd
 from metrics import derived
 from metrics.agreement import bootstrap_ratio_ci
 from metrics.config import ProjectConfig
+from metrics.visual import annotation_boxes
 
 __all__ = [
     "UploadRefused",
@@ -345,15 +346,8 @@ def item_annotations(con: duckdb.DuckDBPyConnection, config: ProjectConfig, item
             "boxes": [], "errors": [], "violations": [],
         }
     keys = list(anns)
-    for key, idx, label, x, y, w, h, attrs, matchable in con.execute(
-        """SELECT ann_key, box_idx, label, x, y, w, h, attributes, matchable FROM boxes
-        WHERE ann_key IN (SELECT unnest($k::BIGINT[])) ORDER BY ann_key, box_idx""",
-        {"k": keys},
-    ).fetchall():
-        anns[key]["boxes"].append({
-            "box_idx": idx, "label": label, "bbox": [x, y, w, h], "matchable": matchable,
-            "attributes": orjson.loads(attrs) if attrs is not None else None,
-        })
+    for key, boxes in annotation_boxes(con, keys).items():
+        anns[key]["boxes"] = boxes
     for key, pointer, instance, keyword, message in con.execute(
         """SELECT ann_key, pointer, instance, keyword, message FROM contract_errors
         WHERE ann_key IN (SELECT unnest($k::BIGINT[])) ORDER BY ann_key, instance, keyword""",

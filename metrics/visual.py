@@ -36,6 +36,7 @@ from metrics.config import ProjectConfig
 from metrics.status import traffic_light
 
 __all__ = [
+    "annotation_boxes",
     "FREE_TEXT_CUTOFF",
     "disagreement_items",
     "gold_breakdown",
@@ -740,6 +741,23 @@ def _set_disagreement_sql(config: ProjectConfig, kind: str, label: str | None,
 # --------------------------------------------------------------------------------------
 
 
+def annotation_boxes(con: duckdb.DuckDBPyConnection, keys: Sequence[int]
+                     ) -> dict[int, list[dict]]:
+    """Every stored box of these annotations (by `ann_key`), in box order, with its
+    `bbox` as [x, y, w, h] and whether it enters matching."""
+    out: dict[int, list[dict]] = {int(k): [] for k in keys}
+    for ann_key, idx, label, x, y, w, h, attrs, matchable in con.execute(
+        """SELECT ann_key, box_idx, label, x, y, w, h, attributes, matchable FROM boxes
+        WHERE ann_key IN (SELECT unnest($k::BIGINT[])) ORDER BY ann_key, box_idx""",
+        {"k": list(out)},
+    ).fetchall():
+        out[ann_key].append({
+            "box_idx": idx, "label": label, "bbox": [x, y, w, h], "matchable": matchable,
+            "attributes": orjson.loads(attrs) if attrs is not None else None,
+        })
+    return out
+
+
 def item_pairs(con: duckdb.DuckDBPyConnection, config: ProjectConfig, item_id: str
                ) -> list[dict[str, Any]]:
     """Every pair of an item (peer and reference, all weeks) with both annotations and
@@ -772,15 +790,8 @@ def item_pairs(con: duckdb.DuckDBPyConnection, config: ProjectConfig, item_id: s
             "role": row[3], "submitted_at": row[4].isoformat(), "week": row[5],
             "fields": orjson.loads(row[6]) if row[6] is not None else None, "boxes": [],
         }
-    for ann_key, idx, label, x, y, w, h, attrs, matchable in con.execute(
-        """SELECT ann_key, box_idx, label, x, y, w, h, attributes, matchable FROM boxes
-        WHERE ann_key IN (SELECT unnest($k::BIGINT[])) ORDER BY ann_key, box_idx""",
-        {"k": keys},
-    ).fetchall():
-        anns[ann_key]["boxes"].append({
-            "box_idx": idx, "label": label, "bbox": [x, y, w, h], "matchable": matchable,
-            "attributes": orjson.loads(attrs) if attrs is not None else None,
-        })
+    for ann_key, boxes in annotation_boxes(con, keys).items():
+        anns[ann_key]["boxes"] = boxes
     pair_ids = [p[0] for p in pairs]
     outcomes: dict[int, list] = {pid: [] for pid in pair_ids}
     for pid, kind, box_a, box_b, la, lb, iou, low in con.execute(
