@@ -12,28 +12,35 @@ Every record of a file ends up in exactly one bucket, so that
   loaded with their errors: a schema error is a measurement, not a reason to drop data).
 
 One export loads in one transaction, so a failure or Ctrl-C leaves the database as it
-was. Parsing streams: rows go to staging tables in Arrow batches of `BATCH_ROWS`.
+was. Parsing streams: a native export is read in blocks of whole lines (`BLOCK_BYTES`),
+checked in worker processes when it is big (`ingest_workers`), and each block's rows are
+appended to staging Parquet files as Arrow tables; the stateful checks run in line order
+in this process (`ExportState`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 import duckdb
 import jsonschema_rs
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from metrics import store
 from metrics.config import ProjectConfig
@@ -145,20 +152,6 @@ def parse_line(raw: bytes, line: int) -> Record | Bad:
     return Record(line, obj)
 
 
-def read_native(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Event]:
-    """Stream a native JSON Lines export. Blank lines are not records."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if on_bytes is not None:
-                on_bytes(len(raw))
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            yield parse_line(raw, lineno)
-
-
 # -- summaries ------------------------------------------------------------------------
 
 @dataclass
@@ -250,6 +243,10 @@ def derive_annotation_id(item_id: str, annotator_id: str, submitted_at: str) -> 
     return "d-" + digest[:16]
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def iso_week(ts: dt.datetime, tz: ZoneInfo) -> str:
     year, week, _ = ts.astimezone(tz).isocalendar()
     return f"{year}-W{week:02d}"
@@ -263,20 +260,27 @@ def parse_timestamp(value: str, tz: ZoneInfo) -> dt.datetime:
 
 
 class _Batch:
-    """Column buffers for one staging flush."""
+    """Rows of one chunk, a tuple per row in each table's column order (appending one
+    tuple is several times cheaper than appending to each column's list)."""
 
     def __init__(self) -> None:
-        self.clear()
+        self.rows: dict[str, list[tuple]] = {name: [] for name in store.TABLES}
+        self.ann = self.rows["annotations"]
+        self.box = self.rows["boxes"]
+        self.err = self.rows["contract_errors"]
+        self.vio = self.rows["violations"]
+        self.bad = self.rows["quarantine"]
 
-    def clear(self) -> None:
-        self.ann = {c: [] for c, _ in store.ANNOTATION_COLUMNS}
-        self.box = {c: [] for c, _ in store.BOX_COLUMNS}
-        self.err = {c: [] for c, _ in store.ERROR_COLUMNS}
-        self.vio = {c: [] for c, _ in store.VIOLATION_COLUMNS}
-        self.bad = {c: [] for c, _ in store.QUARANTINE_COLUMNS}
-
-    def __len__(self) -> int:
-        return len(self.ann["ann_key"]) + len(self.bad["line"])
+    def tables(self) -> dict[str, pa.Table]:
+        out = {}
+        for name, rows in self.rows.items():
+            if rows:
+                schema = _SCHEMAS[name]
+                out[name] = pa.Table.from_arrays(
+                    [pa.array(col, type=f.type) for col, f in zip(zip(*rows, strict=True), schema,
+                                                                   strict=True)],
+                    schema=schema)
+        return out
 
 
 _ARROW_TYPES = {
@@ -294,20 +298,17 @@ _SCHEMAS = {name: _arrow_schema(cols) for name, cols in store.TABLES.items()}
 
 
 class Checker:
-    """Turns Records into rows: contract errors, policy violations, boxes, versions.
+    """Turns Records into rows: contract errors, policy violations, boxes.
 
-    Holds the state a schema cannot: image size of each item, ids seen in this export.
+    Holds no state between records, so the chunks of one export can be checked in
+    worker processes; what needs the whole export in line order (repeated ids, each
+    item's image size) is `ExportState`.
     """
 
-    def __init__(self, config: ProjectConfig, known_items: dict[str, tuple] | None = None):
+    def __init__(self, config: ProjectConfig):
         self.config = config
         self.tz = config.tz
         self.validator = jsonschema_rs.Draft202012Validator(config.contract_schema())
-        # Shared, not copied: the files of one ingest see each other's items.
-        self.items: dict[str, tuple[float, float]] = (
-            known_items if known_items is not None else {})
-        self.new_items: dict[str, tuple[float, float, int]] = {}
-        self.seen: dict[str, tuple[str, int]] = {}   # annotation_id -> (content hash, line)
         self.labels = config.labels
 
     # The returned list holds (pointer, instance, keyword, message).
@@ -326,8 +327,13 @@ class Checker:
                          e.message))
         return out
 
-    def check(self, rec: Record, ann_key: int, fs: FileSummary, batch: _Batch | None,
-              export_id: int) -> Bad | None:
+    def prepare(self, rec: Record, idx: int, batch: _Batch | None) -> Bad | tuple:
+        """Check one record; its rows go to `batch` under the chunk-local key `idx`.
+
+        Returns why it is quarantined, or the entry `ExportState.admit` takes: (line,
+        idx, annotation_id, content hash, item_id, width, height, role, boxes, errors,
+        policy errors).
+        """
         obj = rec.obj
         placed = []
         for name in ("item_id", "annotator_id", "submitted_at"):
@@ -359,14 +365,6 @@ class Checker:
             extra("/annotation_id", "/annotation_id", "type",
                   f"annotation_id must be a non-empty string, got {_short(ann_id)}")
             ann_id = derive_annotation_id(item_id, annotator_id, submitted_raw)
-        prev = self.seen.get(ann_id)
-        if prev is not None:
-            if prev[0] == chash:
-                fs.duplicates += 1
-                return None
-            extra("/annotation_id", "/annotation_id", "uniqueId",
-                  f"annotation_id {ann_id!r} repeats line {prev[1]} with different content")
-        self.seen[ann_id] = (chash, rec.line)
 
         role = obj.get("role", "annotator")
         if role not in ROLES:
@@ -389,63 +387,44 @@ class Checker:
             w, h = image.get("width"), image.get("height")
             if _is_num(w) and _is_num(h) and w > 0 and h > 0:
                 width, height = float(w), float(h)
-        if width is not None:
-            known = self.items.get(item_id)
-            if known is None:
-                self.items[item_id] = (width, height)
-                self.new_items[item_id] = (width, height, ann_key)
-            elif known != (width, height):
-                extra("/image", "/image", "imageSize",
-                      f"image is {width:g}x{height:g} but item {item_id!r} was first "
-                      f"ingested at {known[0]:g}x{known[1]:g}")
 
         box_labels = set()
         boxes = obj.get("boxes")
         n_boxes = 0
         if isinstance(boxes, list):
-            for idx, box in enumerate(boxes):
+            for i, box in enumerate(boxes):
                 if not isinstance(box, dict):
                     continue
                 label = box.get("label") if isinstance(box.get("label"), str) else None
                 bbox = box.get("bbox")
                 x = y = w = h = None
                 matchable = False
-                if (type(bbox) is list and len(bbox) == 4
-                        and all(type(v) is int or (type(v) is float and math.isfinite(v))
-                                for v in bbox)):
+                if _usable_bbox(bbox):
                     x, y, w, h = float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])
                     if w <= 0 or h <= 0:
-                        extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "positiveSize",
-                              f"box {idx} has non-positive size {w:g}x{h:g}")
+                        extra("/boxes/*/bbox", f"/boxes/{i}/bbox", "positiveSize",
+                              f"box {i} has non-positive size {w:g}x{h:g}")
                     else:
                         matchable = label is not None
                         if width is not None and (
                             x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1
                         ):
-                            extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "withinImage",
-                                  f"box {idx} [{x:g}, {y:g}, {w:g}, {h:g}] extends outside "
+                            extra("/boxes/*/bbox", f"/boxes/{i}/bbox", "withinImage",
+                                  f"box {i} [{x:g}, {y:g}, {w:g}, {h:g}] extends outside "
                                   f"the {width:g}x{height:g} image (1 px tolerance)")
-                elif not any(err[1].startswith(f"/boxes/{idx}") for err in errors):
+                elif not any(err[1].startswith(f"/boxes/{i}") for err in errors):
                     # Whatever the project's schema says, a box needs [x, y, w, h].
-                    extra("/boxes/*/bbox", f"/boxes/{idx}/bbox", "bboxFormat",
-                          f"box {idx} has no usable bbox (need [x, y, w, h] in pixels), "
+                    extra("/boxes/*/bbox", f"/boxes/{i}/bbox", "bboxFormat",
+                          f"box {i} has no usable bbox (need [x, y, w, h] in pixels), "
                           f"got {_short(bbox)}")
                 if label is not None:
                     box_labels.add(label)
                 n_boxes += 1
                 if batch is not None:
                     attrs = box.get("attributes")
-                    b = batch.box
-                    b["ann_key"].append(ann_key)
-                    b["box_idx"].append(idx)
-                    b["label"].append(label)
-                    b["x"].append(x)
-                    b["y"].append(y)
-                    b["w"].append(w)
-                    b["h"].append(h)
-                    b["attributes"].append(orjson.dumps(attrs).decode()
-                                           if attrs is not None else None)
-                    b["matchable"].append(matchable)
+                    batch.box.append((idx, i, label, x, y, w, h,
+                                      orjson.dumps(attrs).decode() if attrs is not None
+                                      else None, matchable))
 
         fields = obj.get("fields")
         violations = []
@@ -453,71 +432,203 @@ class Checker:
             violations = check_fields(self.config.policy, fields, box_labels,
                                       labels=self.labels)
         n_err = sum(1 for v in violations if v.severity == "error")
-
-        fs.loaded += 1
-        fs.boxes += n_boxes
-        fs.by_role[role] += 1
-        if errors:
-            fs.schema_error_annotations += 1
-            for pointer, _inst, keyword, message in errors:
-                fs.errors_by[(pointer, keyword)] += 1
-                if len(fs.error_examples) < EXAMPLES_KEPT:
-                    fs.error_examples.append((rec.line, pointer, keyword, message))
-        if n_err:
-            fs.policy_error_annotations += 1
+        entry = (rec.line, idx, ann_id, chash, item_id, width, height, role, n_boxes,
+                 errors, n_err)
         if batch is None:
-            return None
+            return entry
 
-        a = batch.ann
-        a["ann_key"].append(ann_key)
-        a["annotation_id"].append(ann_id)
-        a["version"].append(1)
-        a["is_current"].append(True)
-        a["export_id"].append(export_id)
-        a["line"].append(rec.line)
-        a["item_id"].append(item_id)
-        a["annotator_id"].append(annotator_id)
-        a["role"].append(role)
-        a["submitted_at"].append(submitted)
-        a["week"].append(iso_week(submitted, self.tz))
         gv = obj.get("guideline_version")
-        a["guideline_version"].append(gv if isinstance(gv, str) else None)
-        a["image_uri"].append(uri)
-        a["image_width"].append(width)
-        a["image_height"].append(height)
-        a["prefilled"].append(flags["prefilled"])
-        a["reviewed"].append(flags["reviewed"])
         rb = obj.get("reviewed_by")
-        a["reviewed_by"].append(rb if isinstance(rb, str) else None)
-        a["fields"].append(orjson.dumps(fields).decode() if isinstance(fields, dict) else None)
         draft = obj.get("draft")
-        a["draft"].append(orjson.dumps(draft).decode() if draft is not None else None)
-        a["raw"].append(orjson.dumps(rec.original).decode() if rec.original is not None
-                        else None)
-        a["content_hash"].append(chash)
-        a["n_boxes"].append(n_boxes)
-        a["schema_errors"].append(len(errors))
-        a["policy_errors"].append(n_err)
-        a["policy_warnings"].append(len(violations) - n_err)
-        e = batch.err
-        for pointer, instance, keyword, message in errors:
-            e["ann_key"].append(ann_key)
-            e["pointer"].append(pointer)
-            e["instance"].append(instance)
-            e["keyword"].append(keyword)
-            e["message"].append(message)
-        v = batch.vio
-        for viol in violations:
-            v["ann_key"].append(ann_key)
-            v["rule"].append(viol.rule)
-            v["field"].append(viol.field)
-            v["element"].append(getattr(viol, "element", None))
-            v["severity"].append(viol.severity)
-            v["excerpt"].append(viol.excerpt)
-            v["start_pos"].append(viol.start)
-            v["end_pos"].append(viol.end)
-            v["label"].append(getattr(viol, "label", None))
-        return None
+        batch.ann.append((
+            idx, ann_id, 1, True, 0, rec.line, item_id, annotator_id, role,
+            (submitted - _EPOCH) // _MICROSECOND, iso_week(submitted, self.tz),
+            gv if isinstance(gv, str) else None, uri, width, height, flags["prefilled"],
+            flags["reviewed"], rb if isinstance(rb, str) else None,
+            orjson.dumps(fields).decode() if isinstance(fields, dict) else None,
+            orjson.dumps(draft).decode() if draft is not None else None,
+            orjson.dumps(rec.original).decode() if rec.original is not None else None,
+            chash, n_boxes,
+            len(errors),   # ExportState.admit adds the errors only it can tell
+            n_err, len(violations) - n_err,
+        ))
+        batch.err.extend((idx, *err) for err in errors)
+        batch.vio.extend(
+            (idx, viol.rule, viol.field, getattr(viol, "element", None), viol.severity,
+             viol.excerpt, viol.start, viol.end, getattr(viol, "label", None))
+            for viol in violations)
+        return entry
+
+
+@dataclass
+class Chunk:
+    """Consecutive events of one file, checked: an entry per record in line order (the
+    tuple `Checker.prepare` returns, or a Bad) and, when building, their rows as Arrow
+    tables keyed by chunk-local index."""
+    entries: list = field(default_factory=list)
+    records: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_records: int = 0
+    any_object: bool = False
+    tables: dict[str, pa.Table] | None = None
+
+
+def check_events(checker: Checker, events: Iterable[Event], build: bool) -> Chunk:
+    batch = _Batch() if build else None
+    ch = Chunk()
+    idx = 0
+    for event in events:
+        if isinstance(event, Skip):
+            ch.skipped[event.kind] += event.count
+            if event.record:
+                ch.records += event.count
+                ch.skipped_records += event.count
+            continue
+        ch.records += 1
+        if isinstance(event, Record):
+            ch.any_object = True
+            out = checker.prepare(event, idx, batch)
+            if not isinstance(out, Bad):
+                ch.entries.append(out)
+                idx += 1
+                continue
+            event = out
+        ch.entries.append(Bad(event.line, event.reason, ""))  # the raw text goes in rows
+        if batch is not None:
+            batch.bad.append((0, event.line, event.reason, event.raw))
+    if batch is not None:
+        ch.tables = batch.tables()
+    return ch
+
+
+class ExportState:
+    """What checking needs of a whole export, in line order: the ids seen (a repeat with
+    the same content is a duplicate, with other content a `uniqueId` error) and each
+    item's first image size (`imageSize`; shared by the files of one ingest and seeded
+    with the stored items). Assigns the final keys: duplicates get none."""
+
+    def __init__(self, items: dict[str, tuple[float, float]] | None = None):
+        self.items: dict[str, tuple[float, float]] = items if items is not None else {}
+        self.new_items: dict[str, tuple[float, float, int]] = {}
+        self.seen: dict[str, tuple[str, int]] = {}   # annotation_id -> (content hash, line)
+
+    def admit(self, ch: Chunk, fs: FileSummary, next_key: int,
+              ) -> tuple[dict[str, pa.Table] | None, int]:
+        """Count the chunk into `fs`; its tables with final keys, and the next free key."""
+        fs.records += ch.records
+        fs.skipped.update(ch.skipped)
+        fs.skipped_records += ch.skipped_records
+        seen, items, new_items = self.seen, self.items, self.new_items
+        keys: list[int] = []           # per record of the chunk: its key, -1 if dropped
+        added: list[tuple] = []        # (idx, pointer, instance, keyword, message)
+        roles: Counter = Counter()
+        loaded = boxes = with_errors = with_policy = 0
+        for e in ch.entries:
+            if type(e) is not tuple:
+                fs.quarantined += 1
+                if len(fs.quarantine_examples) < EXAMPLES_KEPT:
+                    fs.quarantine_examples.append((e.line, e.reason))
+                continue
+            line, idx, ann_id, chash, item_id, width, height, role, n_boxes, errors, n_err = e
+            more = None
+            prev = seen.get(ann_id)
+            if prev is not None:
+                if prev[0] == chash:
+                    fs.duplicates += 1
+                    keys.append(-1)
+                    continue
+                more = [("/annotation_id", "/annotation_id", "uniqueId",
+                         f"annotation_id {ann_id!r} repeats line {prev[1]} with "
+                         "different content")]
+            seen[ann_id] = (chash, line)
+            if width is not None:
+                known = items.get(item_id)
+                if known is None:
+                    items[item_id] = (width, height)
+                    new_items[item_id] = (width, height, next_key)
+                elif known != (width, height):
+                    more = (more or []) + [(
+                        "/image", "/image", "imageSize",
+                        f"image is {width:g}x{height:g} but item {item_id!r} was first "
+                        f"ingested at {known[0]:g}x{known[1]:g}")]
+            keys.append(next_key)
+            next_key += 1
+            loaded += 1
+            boxes += n_boxes
+            roles[role] += 1
+            if more:
+                added.extend((idx, *m) for m in more)
+                errors = errors + more
+            if errors:
+                with_errors += 1
+                for pointer, _inst, keyword, message in errors:
+                    fs.errors_by[(pointer, keyword)] += 1
+                    if len(fs.error_examples) < EXAMPLES_KEPT:
+                        fs.error_examples.append((line, pointer, keyword, message))
+            if n_err:
+                with_policy += 1
+        fs.loaded += loaded
+        fs.boxes += boxes
+        fs.by_role.update(roles)
+        fs.schema_error_annotations += with_errors
+        fs.policy_error_annotations += with_policy
+        if ch.tables is None:
+            return None, next_key
+        return _rekey(ch.tables, np.array(keys, dtype=np.int64), added), next_key
+
+
+def _rekey(tables: dict[str, pa.Table], keys: np.ndarray, added: list[tuple],
+           ) -> dict[str, pa.Table]:
+    """Chunk-local keys to final ones; rows of duplicates dropped; the errors only the
+    whole export could tell appended (and counted in `schema_errors`)."""
+    keep = keys >= 0
+    out = {}
+    for name, tbl in tables.items():
+        if name == "quarantine":
+            out[name] = tbl
+            continue
+        local = tbl.column("ann_key").to_numpy()
+        mask = keep[local]
+        if not mask.all():
+            tbl = tbl.filter(pa.array(mask))
+            local = local[mask]
+        tbl = tbl.set_column(tbl.schema.get_field_index("ann_key"), "ann_key",
+                             pa.array(keys[local]))
+        if name == "annotations" and added:
+            more = np.zeros(len(keys), dtype=np.int32)
+            for row in added:
+                more[row[0]] += 1
+            col = tbl.column("schema_errors").to_numpy() + more[local]
+            tbl = tbl.set_column(tbl.schema.get_field_index("schema_errors"),
+                                 "schema_errors", pa.array(col, pa.int32()))
+        out[name] = tbl
+    if added:
+        extra = pa.Table.from_pydict({
+            "ann_key": [int(keys[r[0]]) for r in added],
+            "pointer": [r[1] for r in added], "instance": [r[2] for r in added],
+            "keyword": [r[3] for r in added], "message": [r[4] for r in added],
+        }, schema=_SCHEMAS["contract_errors"])
+        prior = out.get("contract_errors")
+        out["contract_errors"] = extra if prior is None else pa.concat_tables([prior, extra])
+    return out
+
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _usable_bbox(bbox: Any) -> bool:
+    """[x, y, w, h] of finite numbers (booleans and strings are not numbers)."""
+    if type(bbox) is not list or len(bbox) != 4:
+        return False
+    x, y, w, h = bbox
+    if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES
+            and type(w) in _NUMBER_TYPES and type(h) in _NUMBER_TYPES):
+        return False
+    try:
+        return (math.isfinite(x) and math.isfinite(y) and math.isfinite(w)
+                and math.isfinite(h))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _is_num(v: Any) -> bool:
@@ -536,6 +647,8 @@ def _dump(obj: Any) -> str:
 # -- the pipeline -----------------------------------------------------------------------
 
 Reader = Callable[[Path, Callable[[int], None] | None], Iterator[Event]]
+BLOCK_BYTES = 2 * 1024 * 1024     # native lines checked together (by one worker)
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 
 
 def _progress(path: Path, enabled: bool | None):
@@ -549,44 +662,216 @@ def _progress(path: Path, enabled: bool | None):
                 leave=False, disable=disable, file=sys.stderr)
 
 
-def process_file(path: Path, checker: Checker, fs: FileSummary, *, reader: Reader,
-                 sink: Callable[[_Batch], None] | None, export_id: int, next_key: int,
-                 progress: bool | None = None) -> int:
-    """Run every event of one file through the checker; returns the next free ann_key."""
-    batch = _Batch() if sink is not None else None
+def ingest_workers(path: Path) -> int:
+    """Worker processes for checking a native export: one per CPU for a big file, none
+    for a small one (starting them costs more than they save). `LABELQA_INGEST_WORKERS`
+    overrides it (0 or 1: check in this process)."""
+    env = os.environ.get("LABELQA_INGEST_WORKERS", "").strip()
+    if env:
+        return int(env)
+    if path.stat().st_size < PARALLEL_MIN_BYTES:
+        return 0
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _native_ranges(path: Path, on_bytes: Callable[[int], None] | None,
+                   ) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, number of the first line) of consecutive blocks of whole lines,
+    about `BLOCK_BYTES` each: a worker reads its block itself, so only three numbers
+    cross the pipe."""
+    with open(path, "rb") as fh:
+        offset, first, carry = 0, 1, b""
+        while data := fh.read(BLOCK_BYTES):
+            buf = carry + data if carry else data
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: read on
+                carry = buf
+                continue
+            if on_bytes is not None:
+                on_bytes(cut)
+            yield offset, cut, first
+            first += buf.count(b"\n", 0, cut)
+            offset += cut
+            carry = buf[cut:]
+        if carry:
+            if on_bytes is not None:
+                on_bytes(len(carry))
+            yield offset, len(carry), first
+
+
+def _range_lines(fh: BinaryIO, offset: int, length: int) -> list[bytes]:
+    fh.seek(offset)
+    buf = fh.read(length)
+    lines = buf.split(b"\n")
+    if buf.endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
+def _native_events(lines: list[bytes], first: int) -> Iterator[Event]:
+    for i, raw in enumerate(lines):
+        lineno = first + i
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        yield parse_line(raw, lineno)
+
+
+def read_native(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Event]:
+    """Stream a native JSON Lines export. Blank lines are not records."""
+    with open(path, "rb") as fh:
+        for offset, length, first in _native_ranges(path, on_bytes):
+            yield from _native_events(_range_lines(fh, offset, length), first)
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process died or raised; the ingest stops and nothing is loaded."""
+
+
+class _Workers:
+    """Worker processes (`metrics.ingest_worker`) checking blocks of native lines.
+
+    Parsing, the contract, the policy rules and building Arrow rows are per record and
+    pure Python, so one process is bound to one core; the order-dependent part stays
+    with the caller (`ExportState`). Block i goes to worker i mod n and results are read
+    back in block order; a feeder thread per worker writes its blocks, so a worker
+    writing a result never waits on the parent writing the next block.
+    """
+
+    def __init__(self, config: ProjectConfig, n: int):
+        import queue
+        import subprocess
+        import threading
+
+        from metrics import ingest_worker
+
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [root,
+                                                          os.environ.get("PYTHONPATH")]))}
+        self.procs = [subprocess.Popen([sys.executable, "-m", "metrics.ingest_worker"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env)
+                      for _ in range(n)]
+        self.queues: list[queue.Queue] = [queue.Queue() for _ in range(n)]
+        self.threads = [threading.Thread(target=self._feed, args=(p, q, config),
+                                         daemon=True)
+                        for p, q in zip(self.procs, self.queues, strict=True)]
+        for t in self.threads:
+            t.start()
+        self._send = ingest_worker.send
+        self._receive = ingest_worker.receive
+
+    @staticmethod
+    def _feed(proc, q, config: ProjectConfig) -> None:
+        from metrics.ingest_worker import send
+
+        try:
+            send(proc.stdin, config)
+            while (task := q.get()) is not None:
+                send(proc.stdin, task)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the worker died; the reader reports it
+
+    def submit(self, i: int, task: tuple) -> None:
+        self.queues[i % len(self.procs)].put(task)
+
+    def result(self, i: int) -> Chunk:
+        proc = self.procs[i % len(self.procs)]
+        try:
+            status, value = self._receive(proc.stdout)
+        except EOFError:
+            code = proc.wait()
+            err = proc.stderr.read().decode("utf-8", "replace").strip()
+            raise WorkerFailed(f"ingest worker stopped (exit code {code})"
+                               + (f": {err.splitlines()[-1]}" if err else "")) from None
+        if status != "ok":
+            raise WorkerFailed(f"ingest worker failed:\n{value}")
+        return value
+
+    def close(self, *, ok: bool) -> None:
+        for q in self.queues:
+            q.put(None)
+        for p in self.procs:
+            if not ok:
+                p.kill()
+        for t in self.threads:
+            t.join(timeout=5)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a worker that will not stop is killed
+                p.kill()
+                p.wait()
+            for s in (p.stdout, p.stderr):
+                s.close()
+
+
+def _parallel_chunks(config: ProjectConfig, path: Path, on_bytes: Callable[[int], None],
+                     build: bool, workers: int) -> Iterator[Chunk]:
+    """Check the blocks of a native file in worker processes, yielded in file order. At
+    most two blocks per worker are in flight, so memory stays bounded whatever the file
+    size."""
+    pool = _Workers(config, workers)
+    ok = False
+    try:
+        sent = done = 0
+        for offset, length, first in _native_ranges(path, on_bytes):
+            pool.submit(sent, (str(path), offset, length, first, build))
+            sent += 1
+            while sent - done > 2 * workers:
+                yield pool.result(done)
+                done += 1
+        while done < sent:
+            yield pool.result(done)
+            done += 1
+        ok = True
+    finally:
+        pool.close(ok=ok)
+
+
+def _chunks(path: Path, checker: Checker, fmt: str, reader: Reader, build: bool,
+            on_bytes: Callable[[int], None], workers: int) -> Iterator[Chunk]:
+    if fmt != "native":
+        events: list[Event] = []
+        for event in reader(path, on_bytes):
+            events.append(event)
+            if len(events) >= BATCH_ROWS:
+                yield check_events(checker, events, build)
+                events = []
+        if events:
+            yield check_events(checker, events, build)
+    elif workers > 1:
+        yield from _parallel_chunks(checker.config, path, on_bytes, build, workers)
+    else:
+        with open(path, "rb") as fh:
+            for offset, length, first in _native_ranges(path, on_bytes):
+                yield check_events(checker, _native_events(
+                    _range_lines(fh, offset, length), first), build)
+
+
+def process_file(path: Path, checker: Checker, state: ExportState, fs: FileSummary, *,
+                 reader: Reader, sink: Callable[[dict[str, pa.Table]], None] | None,
+                 next_key: int, progress: bool | None = None,
+                 workers: int | None = None) -> int:
+    """Run every event of one file through the checks; returns the next free key.
+
+    `sink` receives each chunk's rows (final keys) in file order; None: a dry run."""
     bar = _progress(path, progress)
+    if workers is None:
+        workers = ingest_workers(path) if fs.format == "native" else 0
     any_object = False
     try:
-        for event in reader(path, bar.update):
-            if isinstance(event, Skip):
-                fs.skipped[event.kind] += event.count
-                if event.record:
-                    fs.records += event.count
-                    fs.skipped_records += event.count
-                continue
-            fs.records += 1
-            if isinstance(event, Record):
-                any_object = True
-                bad = checker.check(event, next_key, fs, batch, export_id)
-                if bad is None:
-                    next_key += 1
-                else:
-                    event = bad
-            if isinstance(event, Bad):
-                fs.quarantined += 1
-                if len(fs.quarantine_examples) < EXAMPLES_KEPT:
-                    fs.quarantine_examples.append((event.line, event.reason))
-                if batch is not None:
-                    q = batch.bad
-                    q["export_id"].append(export_id)
-                    q["line"].append(event.line)
-                    q["reason"].append(event.reason)
-                    q["raw"].append(event.raw)
-            if batch is not None and len(batch) >= BATCH_ROWS:
-                sink(batch)
-                batch.clear()
-        if batch is not None and len(batch):
-            sink(batch)
+        for ch in _chunks(path, checker, fs.format, reader, sink is not None, bar.update,
+                          workers):
+            any_object = any_object or ch.any_object
+            tables, next_key = state.admit(ch, fs, next_key)
+            if sink is not None and tables:
+                sink(tables)
     finally:
         bar.close()
     if fs.records == 0:
@@ -657,8 +942,8 @@ def check_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str 
         name, reader = resolve_reader(unit.path, unit.fmt, opts)
         fs = FileSummary(unit.label, format=name)
         # Each file is checked on its own, as its own export would be.
-        process_file(unit.path, Checker(config), fs, reader=reader, sink=None, export_id=0,
-                     next_key=0, progress=progress)
+        process_file(unit.path, Checker(config), ExportState(), fs, reader=reader,
+                     sink=None, next_key=0, progress=progress)
         summary.files.append(fs)
     return summary
 
@@ -671,7 +956,7 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
                  ) -> IngestSummary:
     """Load exports into the project database in one transaction.
 
-    Each file is parsed, checked and staged into a private DuckDB file without touching
+    Each file is parsed, checked and staged into private Parquet files without touching
     the project database; only the final move of all of them (dedupe, versions, derived
     tables, rebuilt once) holds the write lock, in one transaction. Dashboards reading
     meanwhile keep working; a failure, Ctrl-C or a killed process leaves the database as
@@ -725,8 +1010,7 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
                 _commit(con, staged, after_load=after_load, t1=t1)
     finally:
         for st in staged:
-            for f in stage_dir.glob(st.stage_path.name + "*"):
-                f.unlink(missing_ok=True)
+            shutil.rmtree(st.stage_path, ignore_errors=True)
     if unusable is not None:
         raise unusable
     return summary
@@ -735,7 +1019,7 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
 @dataclass
 class _Staged:
     fs: FileSummary
-    checker: Checker
+    state: ExportState
     stage_path: Path
     sha: str
     path: Path
@@ -753,12 +1037,15 @@ def _clear_stale_stages(database: Path) -> None:
     folder = _stage_dir(database)
     if not folder.is_dir():
         return
-    for f in folder.glob("stage-*.duckdb*"):
+    for f in folder.glob("stage-*"):
         pid = f.name.split("-")[1].split(".")[0]
         try:
             os.kill(int(pid), 0)
         except (ValueError, ProcessLookupError):
-            f.unlink(missing_ok=True)
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
         except PermissionError:
             pass  # alive, someone else's
 
@@ -779,36 +1066,44 @@ def _stage_one(config: ProjectConfig, path: Path, *, fmt: str, options: Any,
     name, reader = resolve_reader(path, fmt, options)
     sha = _export_identity(path, merged)
     fs = FileSummary(" + ".join(str(p) for p in (path, *merged)), format=name)
-    stage_path = stage_dir / f"stage-{os.getpid()}-{time.monotonic_ns()}.duckdb"
-    checker = Checker(config, items)
-    st = _Staged(fs, checker, stage_path, sha, path, merged, name, 0.0)
+    stage_path = stage_dir / f"stage-{os.getpid()}-{time.monotonic_ns()}"
+    checker = Checker(config)
+    state = ExportState(items)
+    st = _Staged(fs, state, stage_path, sha, path, merged, name, 0.0)
     if sha in loaded_shas:
         fs.already_ingested = True
         fs.records = fs.duplicates = loaded_shas[sha]
         return st
     t0 = time.perf_counter()
+    stage_path.mkdir()
+    writers: dict[str, pq.ParquetWriter] = {}
     try:
-        with duckdb.connect(str(stage_path)) as stage:
-            for tname, cols in store.TABLES.items():
-                stage.execute(store.table_ddl(f"stage_{tname}", cols))
+        # Staged as Parquet files (one per table): appending Arrow batches to them costs
+        # a fraction of inserting into a DuckDB file, and the move reads them in
+        # parallel.
+        def sink(tables: dict[str, pa.Table]) -> None:
+            for tname, tbl in tables.items():
+                w = writers.get(tname)
+                if w is None:
+                    w = writers[tname] = pq.ParquetWriter(
+                        stage_path / f"{tname}.parquet", _SCHEMAS[tname],
+                        compression="snappy")
+                w.write_table(tbl)
 
-            def sink(batch: _Batch) -> None:
-                for tname, cols in (("annotations", batch.ann), ("boxes", batch.box),
-                                    ("contract_errors", batch.err),
-                                    ("violations", batch.vio), ("quarantine", batch.bad)):
-                    if not cols[next(iter(cols))]:
-                        continue
-                    batch_tbl = pa.Table.from_pydict(cols, schema=_SCHEMAS[tname])  # noqa: F841
-                    # DuckDB reads the local Arrow table by name (replacement scan).
-                    stage.execute(f"INSERT INTO stage_{tname} BY NAME SELECT * FROM batch_tbl")
-
-            # Keys are local (1..n) here; the commit shifts them past the stored ones.
-            process_file(path, checker, fs, reader=reader, sink=sink, export_id=0,
-                         next_key=1, progress=progress)
-            stage.execute("CHECKPOINT")
+        # Keys are local (1..n) here; the commit shifts them past the stored ones.
+        process_file(path, checker, state, fs, reader=reader, sink=sink, next_key=1,
+                     progress=progress)
+        for tname in store.TABLES:
+            if tname not in writers:
+                writers[tname] = pq.ParquetWriter(stage_path / f"{tname}.parquet",
+                                                  _SCHEMAS[tname])
+        for w in writers.values():
+            w.close()
     except BaseException:
-        for f in stage_dir.glob(stage_path.name + "*"):
-            f.unlink(missing_ok=True)
+        for w in writers.values():
+            with contextlib.suppress(Exception):
+                w.close()
+        shutil.rmtree(stage_path, ignore_errors=True)
         raise
     st.staged_s = time.perf_counter() - t0
     return st
@@ -849,60 +1144,51 @@ def _commit(con: duckdb.DuckDBPyConnection, staged: list[_Staged], *, after_load
 
 def _move(con: duckdb.DuckDBPyConnection, st: _Staged, lock_wait_s: float) -> int:
     """One staged export into the store (inside the caller's transaction): its id."""
-    fs, checker = st.fs, st.checker
-    con.execute(f"ATTACH '{_sql_path(st.stage_path)}' AS stg (READ_ONLY)")
-    try:
-        export_id = con.execute(
-            "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
-        base = con.execute(
-            "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
-        for tname in store.TABLES:
-            if tname == "quarantine":
-                expr, params = "$eid AS export_id", {"eid": export_id}
-            elif tname == "annotations":
-                expr = "ann_key + $base AS ann_key, $eid AS export_id"
-                params = {"eid": export_id, "base": base}
-            else:
-                expr, params = "ann_key + $base AS ann_key", {"base": base}
-            con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
-                        f"SELECT * REPLACE ({expr}) FROM stg.stage_{tname}", params)
-        checker.new_items = {k: (w, h, key + base)
-                             for k, (w, h, key) in checker.new_items.items()}
-        _finalize(con, checker, fs)
-        paths = (st.path, *st.merged)
-        con.execute(
-            """INSERT INTO exports BY NAME SELECT
-               $id AS export_id, $path AS path, $name AS name, $sha AS sha256,
-               $fmt AS format, $size AS size_bytes, now() AS ingested_at,
-               $records AS records, $loaded AS loaded, $dups AS duplicates,
-               $quar AS quarantined, $skipped_records AS skipped_records,
-               $new_versions AS new_versions, $boxes AS boxes,
-               $skipped::JSON AS skipped, $by_role::JSON AS by_role,
-               $staged AS stage_seconds, $wait AS lock_wait_seconds""",
-            {"id": export_id, "path": str(st.path.resolve()),
-             "name": " + ".join(p.name for p in paths), "sha": st.sha,
-             "fmt": st.fmt, "size": sum(p.stat().st_size for p in paths),
-             "records": fs.records, "loaded": fs.loaded, "dups": fs.duplicates,
-             "quar": fs.quarantined, "skipped_records": fs.skipped_records,
-             "new_versions": fs.new_versions, "boxes": fs.boxes,
-             "skipped": json.dumps(dict(fs.skipped)),
-             "by_role": json.dumps(dict(fs.by_role)),
-             "staged": st.staged_s, "wait": lock_wait_s},
-        )
-        for tname in store.TABLES:
-            con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
-        return export_id
-    finally:
-        con.execute("DETACH stg")
+    fs, state = st.fs, st.state
+    export_id = con.execute(
+        "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
+    base = con.execute(
+        "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
+    for tname in store.TABLES:
+        if tname == "quarantine":
+            expr, params = "$eid AS export_id", {"eid": export_id}
+        elif tname == "annotations":
+            expr = "ann_key + $base AS ann_key, $eid AS export_id"
+            params = {"eid": export_id, "base": base}
+        else:
+            expr, params = "ann_key + $base AS ann_key", {"base": base}
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
+                    f"SELECT * REPLACE ({expr}) FROM read_parquet($file)",
+                    {**params, "file": str(st.stage_path / f"{tname}.parquet")})
+    state.new_items = {k: (w, h, key + base)
+                       for k, (w, h, key) in state.new_items.items()}
+    _finalize(con, state, fs)
+    paths = (st.path, *st.merged)
+    con.execute(
+        """INSERT INTO exports BY NAME SELECT
+           $id AS export_id, $path AS path, $name AS name, $sha AS sha256,
+           $fmt AS format, $size AS size_bytes, now() AS ingested_at,
+           $records AS records, $loaded AS loaded, $dups AS duplicates,
+           $quar AS quarantined, $skipped_records AS skipped_records,
+           $new_versions AS new_versions, $boxes AS boxes,
+           $skipped::JSON AS skipped, $by_role::JSON AS by_role,
+           $staged AS stage_seconds, $wait AS lock_wait_seconds""",
+        {"id": export_id, "path": str(st.path.resolve()),
+         "name": " + ".join(p.name for p in paths), "sha": st.sha,
+         "fmt": st.fmt, "size": sum(p.stat().st_size for p in paths),
+         "records": fs.records, "loaded": fs.loaded, "dups": fs.duplicates,
+         "quar": fs.quarantined, "skipped_records": fs.skipped_records,
+         "new_versions": fs.new_versions, "boxes": fs.boxes,
+         "skipped": json.dumps(dict(fs.skipped)),
+         "by_role": json.dumps(dict(fs.by_role)),
+         "staged": st.staged_s, "wait": lock_wait_s},
+    )
+    for tname in store.TABLES:
+        con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
+    return export_id
 
 
-def _sql_path(path: Path) -> str:
-    # ATTACH takes a literal, not a parameter; the path is ours (pid + clock), but quote
-    # it properly anyway.
-    return str(path).replace("'", "''")
-
-
-def _finalize(con: duckdb.DuckDBPyConnection, checker: Checker, fs: FileSummary) -> None:
+def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummary) -> None:
     """Move staged rows into the store: drop duplicates of stored annotations, number
     versions, flip `is_current`, register new items."""
     dups = con.execute(
@@ -957,12 +1243,12 @@ def _finalize(con: duckdb.DuckDBPyConnection, checker: Checker, fs: FileSummary)
     )
     for tname in ("boxes", "contract_errors", "violations", "quarantine"):
         con.execute(f"INSERT INTO {tname} SELECT * FROM stage_{tname}")
-    if checker.new_items:
+    if state.new_items:
         items_tbl = pa.table({  # noqa: F841
-            "item_id": list(checker.new_items),
-            "image_width": [v[0] for v in checker.new_items.values()],
-            "image_height": [v[1] for v in checker.new_items.values()],
-            "first_ann_key": [v[2] for v in checker.new_items.values()],
+            "item_id": list(state.new_items),
+            "image_width": [v[0] for v in state.new_items.values()],
+            "image_height": [v[1] for v in state.new_items.values()],
+            "first_ann_key": [v[2] for v in state.new_items.values()],
         })
         con.execute("INSERT INTO items BY NAME SELECT * FROM items_tbl "
                     "WHERE item_id NOT IN (SELECT item_id FROM items)")

@@ -242,7 +242,7 @@ def test_failure_mid_export_leaves_database_as_it_was(project, monkeypatch):
     project.ingest(project.write("w0.jsonl", [record(item="first")]))
     monkeypatch.setattr(ingest_mod, "BATCH_ROWS", 10)
     calls = {"n": 0}
-    real_check = ingest_mod.Checker.check
+    real_check = ingest_mod.Checker.prepare
 
     def exploding(self, rec, *args, **kwargs):
         calls["n"] += 1
@@ -250,7 +250,7 @@ def test_failure_mid_export_leaves_database_as_it_was(project, monkeypatch):
             raise KeyboardInterrupt
         return real_check(self, rec, *args, **kwargs)
 
-    monkeypatch.setattr(ingest_mod.Checker, "check", exploding)
+    monkeypatch.setattr(ingest_mod.Checker, "prepare", exploding)
     path = project.write("w1.jsonl", [record(item=f"i{i}") for i in range(50)] + ["[1]"])
     with pytest.raises(KeyboardInterrupt):
         project.ingest(path)
@@ -259,7 +259,7 @@ def test_failure_mid_export_leaves_database_as_it_was(project, monkeypatch):
               for t in ("exports", "annotations", "boxes", "quarantine", "items")]
     con.close()
     assert counts == [1, 1, 1, 0, 1]
-    monkeypatch.setattr(ingest_mod.Checker, "check", real_check)
+    monkeypatch.setattr(ingest_mod.Checker, "prepare", real_check)
     fs = project.ingest(path).files[0]  # rerun completes it
     assert (fs.loaded, fs.quarantined) == (50, 1)
 
