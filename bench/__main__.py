@@ -104,6 +104,9 @@ def summarize(results: list[dict]) -> dict:
     out = {"seconds": secs, "median": statistics.median(secs),
            "rss_mib": max(r["rss_mib"] for r in results), "last": results[-1]}
     out["load_max"] = max(r["load"] for r in results)
+    if any(r.get("workers") for r in results):   # ingest in worker processes
+        out["workers"] = max(r.get("workers") or 0 for r in results)
+        out["workers_rss_mib"] = max(r.get("workers_rss_mib") or 0 for r in results)
     for key in ("cpu", "cold", "warm", "uncached", "total", "build", "index"):
         values = [r[key] for r in results if r.get(key) is not None]
         if values:
@@ -258,6 +261,14 @@ def _s(x: float | None) -> str:
     return f"{x * 1000:.0f} ms"
 
 
+def _rss(stage: dict) -> str:
+    """Peak RSS of a stage; with worker processes, theirs beside it (each at most)."""
+    text = f"{stage['rss_mib']:.0f} MiB"
+    if stage.get("workers"):
+        text += f" + {stage['workers']} workers × {stage['workers_rss_mib']:.0f} MiB"
+    return text
+
+
 def _r(x: float | None) -> str:
     return "–" if x is None else (f"{x:.1f}x" if x < 100 else f"{x:.0f}x")
 
@@ -312,13 +323,13 @@ def render(results: dict, info: dict) -> str:
             label = "**ingest + derived + weekly + report**"
         else:
             ts = [r["stages"][name]["median"] for r in rs]
-            cells = [f"{_s(t)} ({r['stages'][name]['rss_mib']:.0f} MiB)"
+            cells = [f"{_s(t)} ({_rss(r['stages'][name])})"
                      for t, r in zip(ts, rs, strict=True)]
             label = name
         last = _fit(sizes[-2:], ts[-2:]) if len(sizes) >= 2 else None
         out.append(f"| {label} | {' | '.join(cells)} | {_exp(_fit(sizes, ts))} | "
                    f"{_exp(last)} |")
-    out += ["", "| CPU seconds (all threads, median) | " + hdr + " |",
+    out += ["", "| CPU seconds (all threads and worker processes, median) | " + hdr + " |",
             "|" + "|".join(["---"] * (len(sizes) + 1)) + "|"]
     for name in names:
         cells = [_s(r["stages"][name].get("cpu_median")) for r in rs]

@@ -66,14 +66,25 @@ def stage_floor(args: dict) -> dict:
 def stage_ingest(args: dict) -> dict:
     """Ours: parse, load, contract, policy (`metrics.ingest.ingest_files`, derived tables
     not rebuilt; that is the `derived` stage)."""
-    from metrics.ingest import ingest_files
+    import resource
+
+    from metrics.ingest import ingest_files, ingest_workers
 
     config = _config(args["project"])
+    export = Path(args["export"])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = clock()
-    summary = ingest_files(config, [Path(args["export"])], progress=False, after_load=None)
+    summary = ingest_files(config, [export], progress=False, after_load=None)
     seconds, cpu = lap(t0).values()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The worker processes' CPU counts too; their peak RSS is reported apart (wait4 on
+    # this process gives the largest of the tree, not the sum).
+    workers_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     s = summary.to_json()
-    return {"seconds": seconds, "cpu": cpu, **{k: s[k] for k in ("records", "loaded", "quarantined",
+    return {"seconds": seconds, "cpu": cpu + workers_cpu, "parent_cpu": cpu,
+            "workers": ingest_workers(export), "workers_cpu": workers_cpu,
+            "workers_rss_mib": after.ru_maxrss / 1024,
+            **{k: s[k] for k in ("records", "loaded", "quarantined",
                                                      "duplicates", "boxes",
                                                      "schema_error_annotations",
                                                      "policy_error_annotations")}}
