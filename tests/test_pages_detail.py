@@ -416,3 +416,25 @@ def test_save_upload_names_and_limits(project):
         inventory.save_upload(config, "big.jsonl", _Stream(b""), 201 * 1024 * 1024)
     assert sorted(p.name for p in inventory.upload_dir(config).iterdir()) == [
         "pass_wd-1.jsonl", "pass_wd.jsonl"]
+
+
+def test_a_new_ingest_shows_on_the_next_rerun(project, monkeypatch):
+    """Results are cached on the database's generation, which is read again when the
+    database file changes: an ingest in another process shows on the next rerun."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("LABELQA_PROJECT", str(project.root))
+    project.ingest(project.write("w1.jsonl", [record(item="a")]))
+    at = app("data")
+    no_exception(at)
+    assert list(frame(at, "balanced")["name"]) == ["w1.jsonl"]
+    at.run()   # nothing changed: the same, from the cache
+    assert list(frame(at, "balanced")["name"]) == ["w1.jsonl"]
+    second = project.write("w2.jsonl", [record(item="b"), record(item="c")])
+    subprocess.run([sys.executable, "-m", "metrics.cli", "ingest", str(second),
+                    "--project", str(project.root)], check=True, cwd=ROOT,
+                   capture_output=True)
+    at.run()
+    no_exception(at)
+    assert list(frame(at, "balanced")["name"]) == ["w1.jsonl", "w2.jsonl"]
