@@ -668,6 +668,9 @@ def ingest_workers(path: Path) -> int:
     overrides it (0 or 1: check in this process)."""
     env = os.environ.get("LABELQA_INGEST_WORKERS", "").strip()
     if env:
+        if not env.isdigit():
+            raise ValueError(f"LABELQA_INGEST_WORKERS must be a whole number (0 or 1: no "
+                             f"worker processes), got {env!r}")
         return int(env)
     if path.stat().st_size < PARALLEL_MIN_BYTES:
         return 0

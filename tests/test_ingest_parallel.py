@@ -143,3 +143,15 @@ def test_a_dead_worker_stops_the_ingest_and_loads_nothing(twin, monkeypatch):
     monkeypatch.setattr(ingest_mod._Workers, "result", real)
     fs = parallel.ingest(path).files[0]   # a rerun completes it
     assert fs.loaded > 400 and fs.balanced
+
+
+def test_worker_count_setting(tmp_path, monkeypatch):
+    small = tmp_path / "small.jsonl"
+    small.write_text("{}\n")
+    monkeypatch.delenv("LABELQA_INGEST_WORKERS", raising=False)
+    assert ingest_mod.ingest_workers(small) == 0          # small: not worth starting
+    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "3")
+    assert ingest_mod.ingest_workers(small) == 3
+    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "two")
+    with pytest.raises(ValueError, match="LABELQA_INGEST_WORKERS must be a whole number"):
+        ingest_mod.ingest_workers(small)
