@@ -11,15 +11,18 @@ derived         `metrics.derived.refresh`: rating sets, matching, coincidences (
 weekly          point estimates of every weekly metric for all weeks (`series(ci=False)`,
                 `schema_week` and `policy_week` of each week)
 report          ``report --json`` for the latest week (`build_report` with every CI)
-page:<name>     the metrics calls of one dashboard page: cold (fresh process) and warm
-                (a week switch in the same process)
+page:<name>     the ``ui.safe_call`` calls of one dashboard page on a first load with
+                default widgets (`bench.stages.page_calls`), as ``ui.call`` makes them:
+                cold (fresh process) and warm (a week switch in the same process)
 peers           COCOeval vs our matching, ``krippendorff`` vs our alpha, pandas +
                 jsonschema vs our ingest, on the same data (`bench.peers`)
 ==============  ===========================================================================
 
 Raw numbers are merged by size into ``bench/results.json`` and rendered into
 ``bench/RESULTS.md`` with the machine they ran on. ``--quick`` (the CI smoke test): one
-run, nothing written unless ``--results``/``--markdown`` are given.
+run, nothing written unless ``--results``/``--markdown`` are given. ``--only-pages``
+re-measures just the pages of sizes already in the results (after a fresh ingest and
+derived build, not recorded) and replaces only their ``pages``.
 """
 
 from __future__ import annotations
@@ -114,19 +117,64 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
-def bench_size(n: int, opts, log) -> dict:
-    from bench.generate import N_WEEKS, week_label
-
-    work = Path(opts.workdir)
-    export = work / "exports" / f"native-{n}-s{opts.seed}.jsonl"
-    entry: dict = {"n": n, "runs": opts.runs, "stages": {}, "pages": {}, "peers": {}}
+def ensure_export(n: int, opts, log) -> Path:
+    """The export of size ``n`` (generated once, then cached in the workdir)."""
+    export = Path(opts.workdir) / "exports" / f"native-{n}-s{opts.seed}.jsonl"
     if not export.exists():
+        export.parent.mkdir(parents=True, exist_ok=True)
         log(f"generating {export} ...")
         tmp = export.with_suffix(".part")
         gen = run_child("generate", {"n": n, "out": str(tmp), "seed": opts.seed})
         tmp.rename(export)
         (export.with_suffix(".json")).write_text(json.dumps(gen))
         log(f"  generated in {gen['seconds']:.1f} s")
+    return export
+
+
+def bench_pages(n: int, db_project: Path, opts, log) -> dict:
+    """Every page stage on an ingested project, ``--runs`` times each."""
+    from bench.generate import N_WEEKS, week_label
+
+    week, week2 = week_label(N_WEEKS - 1), week_label(N_WEEKS - 2)
+    project = {"project": str(db_project)}
+    return {page: repeat("page", {**project, "page": page, "week": week, "week2": week2,
+                                  "uncached": n <= opts.slow_peers_max},
+                         opts.runs, log, label=f"page:{page}")
+            for page in PAGES}
+
+
+def bench_pages_only(n: int, opts, log, *, expect: dict | None = None) -> dict:
+    """``--only-pages``: a fresh project of size ``n`` (one ingest and derived build,
+    not recorded), then the page stages. ``expect``: the recorded export's stats, which
+    the export used must match (same lines, items, boxes and bytes)."""
+    export = ensure_export(n, opts, log)
+    stats = json.loads(export.with_suffix(".json").read_text())
+    same = ("lines", "items", "sample_items", "boxes", "bytes")
+    if expect is not None and any(stats.get(k) != expect.get(k) for k in same):
+        raise SystemExit(f"--only-pages: {export} is not the export the results of size "
+                         f"{n} were measured on (another --seed?)")
+    root = Path(opts.workdir) / f"n{n}"
+    db_project = root / "project"
+    shutil.rmtree(db_project, ignore_errors=True)
+    run_child("project", {"folder": str(db_project)})
+    log(f"N = {n:,}: building the project (not recorded) ...")
+    project = {"project": str(db_project)}
+    res = run_child("ingest", {**project, "export": str(export)})
+    log(f"  ingest {res['seconds']:.1f} s")
+    res = run_child("derived", project)
+    log(f"  derived {res['seconds']:.1f} s")
+    pages = bench_pages(n, db_project, opts, log)
+    if not opts.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return pages
+
+
+def bench_size(n: int, opts, log) -> dict:
+    from bench.generate import N_WEEKS, week_label
+
+    work = Path(opts.workdir)
+    export = ensure_export(n, opts, log)
+    entry: dict = {"n": n, "runs": opts.runs, "stages": {}, "pages": {}, "peers": {}}
     entry["export"] = json.loads(export.with_suffix(".json").read_text())
     root = work / f"n{n}"
     db_project = root / "project"
@@ -158,15 +206,11 @@ def bench_size(n: int, opts, log) -> dict:
     entry["db_mib"] = db_bytes / 2**20
 
     project = {"project": str(db_project)}
-    week, week2 = week_label(N_WEEKS - 1), week_label(N_WEEKS - 2)
+    week = week_label(N_WEEKS - 1)
     entry["week"] = week
     stages["weekly"] = repeat("weekly", project, opts.runs, log)
     stages["report"] = repeat("report", {**project, "week": week}, opts.runs, log)
-    for page in PAGES:
-        entry["pages"][page] = repeat("page", {**project, "page": page, "week": week,
-                                               "week2": week2,
-                                               "uncached": n <= opts.slow_peers_max},
-                                      opts.runs, log, label=f"page:{page}")
+    entry["pages"] = bench_pages(n, db_project, opts, log)
 
     if n <= opts.weekly_files_max:
         entry["weekly_files"] = bench_weekly_files(n, export, root, log)
@@ -300,7 +344,10 @@ def render(results: dict, info: dict) -> str:
             f"memory {info.get('mem_gib', 0):.1f} GiB",
             f"- {info.get('platform')}, Python {info.get('python')}",
             "- " + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()),
-            "- runs per stage: " + ", ".join(f"{_k(r['n'])}: {r['runs']}" for r in rs)
+            "- runs per stage: " + ", ".join(
+                f"{_k(r['n'])}: {r['runs']}" + (f" (pages {r['pages_runs']})"
+                                                 if r.get("pages_runs", r["runs"]) != r["runs"]
+                                                 else "") for r in rs)
             + " (median shown); each stage in a fresh subprocess, peak RSS from `wait4`", ""]
     out += ["## Data", "", "| N (lines) | items | sample items | boxes | export | database "
             "| load average (max at a stage start) |", "|---|---|---|---|---|---|---|"]
@@ -348,11 +395,17 @@ def render(results: dict, info: dict) -> str:
                          f"{_s(p['cold_median'])} / {_s(p['warm_median'])} "
                          f"({_s(p.get('uncached_median'))})")
         out.append(f"| {page} | {' | '.join(cells)} |")
-    out += ["", "Each metrics call opens its own read-only connection, as "
-            "`pages/common/ui.call` does; cold excludes interpreter start and imports. "
-            "A week switch re-runs the calls that take the week; `ui.call` serves the "
-            "others (series, before/after, stale labels, listings) from its cache. "
-            "Uncached: every call again in the same process, as after a new ingest.", ""]
+    remeasured = [_k(r["n"]) for r in rs if r.get("pages_runs") is not None]
+    out += ["", "Each page makes the `ui.safe_call` calls of a first load with default "
+            "widgets and URL parameters (`bench.stages.page_calls`), as `pages/common/ui.call` "
+            "makes them: a database generation check on its own read-only connection per "
+            "call (and one when the page opens), then the cached result unpickled, or the "
+            "call on its own read-only connection and its result pickled. Cold excludes "
+            "interpreter start and imports. A week switch re-runs the calls whose arguments "
+            "change with the week (`ui.call`'s cache key); the others come from the cache. "
+            "Uncached: every call again in the same process, as after a new ingest."
+            + (f" Pages re-measured on their own (`--only-pages`) at "
+               f"{', '.join(remeasured)}." if remeasured else ""), ""]
 
     out += ["## Peers, same run and same data (ratios; > 1 means ours is faster)", "",
             f"| comparison | {hdr} | target |",
@@ -447,7 +500,10 @@ def render(results: dict, info: dict) -> str:
     big = rs[-1]
     out += [f"## Targets at {_k(big['n'])}", ""]
     total = sum(big["stages"][c]["median"] for c in CORE)
-    rss = max([big["stages"][c]["rss_mib"] for c in CORE]
+    # A stage with worker processes holds their memory too: its peak plus theirs.
+    rss = max([big["stages"][c]["rss_mib"]
+               + big["stages"][c].get("workers", 0) * big["stages"][c].get("workers_rss_mib", 0)
+               for c in CORE]
               + [p["rss_mib"] for p in big["pages"].values()])
     checks = [
         ("ingest within 4x the orjson floor",
@@ -455,7 +511,7 @@ def render(results: dict, info: dict) -> str:
          _r(big["stages"]["ingest"]["median"] / big["stages"]["floor"]["median"])),
         ("ingest + derived + all weekly point estimates + one week's CIs < 60 s",
          total < 60, _s(total)),
-        ("peak memory < 4 GiB", rss < 4096, f"{rss:.0f} MiB"),
+        ("peak memory < 4 GiB", rss < 4096, f"{rss:.0f} MiB (ingest: process and workers)"),
         ("every page < 1 s cold",
          all(p["cold_median"] < 1 for p in big["pages"].values()),
          ", ".join(f"{k} {_s(p['cold_median'])}" for k, p in big["pages"].items())),
@@ -485,13 +541,18 @@ def render(results: dict, info: dict) -> str:
     out += ["| target | met | measured |", "|---|---|---|"]
     out += [f"| {name} | {'yes' if ok else '**no**'} | {val} |" for name, ok, val in checks]
 
-    out += ["", "## Where the time goes (largest size; pages: every call, warm process)", ""]
+    out += ["", "## Where the time goes (largest size; pages: every call of the uncached "
+            "re-run in a warm process, else of the cold load; then the week switch)", ""]
     for name in ("weekly", "report"):
         parts = big["stages"][name]["last"].get("parts", {})
         out.append(f"- {name}: " + ", ".join(f"{k} {_s(v)}" for k, v in parts.items()))
     for page, p in big["pages"].items():
         parts = p["last"].get("uncached_parts") or p["last"].get("parts", {})
-        out.append(f"- page {page}: " + ", ".join(f"{k} {_s(v)}" for k, v in parts.items()))
+        line = f"- page {page}: " + ", ".join(f"{k} {_s(v)}" for k, v in parts.items())
+        warm = p["last"].get("warm_parts")
+        if warm:
+            line += "; switch: " + ", ".join(f"{k} {_s(v)}" for k, v in warm.items())
+        out.append(line)
     findings = BENCH / "FINDINGS.md"
     if findings.exists():
         out += ["", findings.read_text(encoding="utf-8").strip()]
@@ -499,6 +560,7 @@ def render(results: dict, info: dict) -> str:
             "pip install -e '.[test]'",
             "python -m bench --annotations 10000 100000 1000000   # ~25 min on 2 cores",
             "python -m bench --annotations 10000 --quick           # the CI smoke run",
+            "python -m bench --annotations 100000 1000000 --only-pages   # just the pages",
             "```", "",
             "Exports are cached under `$LABELQA_BENCH_DIR` (default: the temp folder); "
             "`--slow-peers-max` (COCOeval, pandas) and `--peers-max` bound the sizes at which "
@@ -527,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weekly-files-only", action="store_true",
                    help="run only the one-file-per-week comparison and merge it into the "
                    "results of each size")
+    p.add_argument("--only-pages", action="store_true",
+                   help="re-measure only the dashboard pages of each size (after an ingest "
+                   "and derived build that are not recorded) and merge them into the "
+                   "results of that size, every other number kept")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=os.environ.get(
         "LABELQA_BENCH_DIR", str(Path(tempfile.gettempdir()) / "labelqa-bench")))
@@ -536,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", help="write the report here "
                    "(default bench/RESULTS.md; none with --quick)")
     opts = p.parse_args(argv)
+    if sum((opts.render_only, opts.weekly_files_only, opts.only_pages)) > 1:
+        p.error("--render-only, --weekly-files-only and --only-pages exclude each other")
     if opts.quick:
         opts.runs = 1
         opts.peers_max = min(opts.peers_max, 10_000)
@@ -551,9 +619,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     if opts.results and Path(opts.results).exists():
         results = json.loads(Path(opts.results).read_text())
+    if opts.only_pages:
+        missing = [n for n in opts.annotations if str(n) not in results]
+        if missing:
+            raise SystemExit(f"--only-pages: no results for {missing} in "
+                             f"{opts.results or '(no --results)'}; run those sizes first")
     t0 = time.perf_counter()
     for n in ([] if opts.render_only else opts.annotations):
-        if opts.weekly_files_only:
+        if opts.only_pages:
+            results[str(n)]["pages"] = bench_pages_only(n, opts, log,
+                                                        expect=results[str(n)]["export"])
+            results[str(n)]["pages_runs"] = opts.runs
+        elif opts.weekly_files_only:
             export = Path(opts.workdir) / "exports" / f"native-{n}-s{opts.seed}.jsonl"
             if str(n) not in results or not export.exists():
                 raise SystemExit(f"--weekly-files-only: run size {n} first")

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -205,90 +205,232 @@ def stage_report(args: dict) -> dict:
             "policy_rate": report["policy"]["violation_rate"]}
 
 
-def page_calls(page: str) -> list[tuple[str, Callable[..., Any], bool]]:
-    """The metrics calls a dashboard page makes for one week: (name, fn(con, config,
-    week), whether it depends on the week). Each call gets its own read-only connection,
-    as `pages/common/ui.call` does."""
-    from metrics import report, visual, weekly
+WEEK = object()  # placeholder for the page's week in a call's arguments
 
-    try:
-        from metrics import inventory
-    except ImportError:  # not written yet: the data page reads the tables directly
-        inventory = None
 
-    def first_item(con, config, week):
-        items = visual.disagreement_items(con, config, week, kind="presence")
-        if len(items):
-            visual.item_pairs(con, config, items["item_id"].iloc[0])
-        return items
+class From:
+    """An argument the page derives from its config, its week and earlier calls:
+    ``fn(config, week, got)``, ``got`` holding each earlier call's result by name."""
 
-    def data(con, config, week):
-        if inventory is not None:
-            inventory.exports(con, config)
-            return inventory.quarantine(con, config)
-        con.execute("SELECT * FROM exports ORDER BY export_id").df()
-        return con.execute("SELECT * FROM quarantine ORDER BY export_id, line").df()
+    def __init__(self, fn: Callable[[Any, str, dict], Any]) -> None:
+        self.fn = fn
 
-    def before_after_all(con, config):
-        return [weekly.before_after(con, config, g.version)
-                for g in config.guidelines[1:]]
 
-    def weekless(fn, **kwargs):
-        return lambda con, config, week: fn(con, config, **kwargs)
+class PageCall(NamedTuple):
+    """One ``ui.safe_call`` of a page.
 
-    # (name, fn, depends on the week): on a week switch `ui.call` serves the calls that
-    # do not depend on the week from its cache.
-    pages: dict[str, list[tuple[str, Callable[..., Any], bool]]] = {
-        "overview": [("build_report", report.build_report, True),
-                     ("series", weekless(weekly.series), False),
-                     ("top_movers", weekly.top_movers, True)],
-        "schema": [("schema_week", weekly.schema_week, True),
-                   ("series", weekless(weekly.series), False)],
-        "policy": [("policy_week", weekly.policy_week, True)],
-        "visual": [("visual_week", visual.visual_week, True),
-                   ("pair_breakdown", visual.pair_breakdown, True),
-                   ("visual_series", weekless(visual.visual_series), False)],
-        "trends": [("series", weekless(weekly.series), False),
-                   ("before_after", weekless(before_after_all), False),
-                   ("stale_labels", weekless(weekly.stale_labels), False)],
-        "annotators": [("annotator_table", weekly.annotator_table, True),
-                       ("prefill_summary", weekly.prefill_summary, True),
-                       ("gold_breakdown", lambda con, config, week:
-                        visual.gold_breakdown(con, config, weeks=[week]), True)],
-        "items": [("disagreement_items+item_pairs", first_item, True)],
-        "data": [("exports+quarantine", data, False)],
+    ``fn(con, config, week)`` runs it with the page's arguments (and keeps its result in
+    ``got``); ``by_week``: its arguments contain the week or a value derived from it;
+    ``key(config, week)``: what ``ui.call`` caches it on (the function and its arguments),
+    so a week switch re-runs exactly the calls whose key changed; ``when(config, week)``
+    false: the page stops (``st.stop()``) before this call.
+    """
+
+    name: str
+    fn: Callable[[Any, Any, str], Any]
+    by_week: bool
+    key: Callable[[Any, str], tuple]
+    when: Callable[[Any, str], bool] | None = None
+
+
+def page_calls(page: str, got: dict | None = None) -> list[PageCall]:
+    """The metrics calls a dashboard page makes through ``ui.safe_call`` on a first load
+    with default widgets and URL parameters (and ``?week=``), in its order, with its
+    arguments. ``got`` receives each call's result by name (the later calls' arguments
+    come from it, as on the page).
+
+    Mirrors app.py and pages/*.py; ``tests/test_bench.py`` checks the lists against
+    the calls the pages make under Streamlit's AppTest.
+    """
+    from metrics import inventory, overview, visual, weekly
+
+    got = {} if got is None else got
+
+    def value(x: Any, config: Any, week: str) -> Any:
+        if x is WEEK:
+            return week
+        return x.fn(config, week, got) if isinstance(x, From) else x
+
+    def call(name: str, metric: Callable[..., Any], *args: Any, by_week: bool,
+             when: Callable[[Any, str], bool] | None = None, **kwargs: Any) -> PageCall:
+        path = f"{metric.__module__}.{metric.__qualname__}"
+
+        def resolve(config: Any, week: str) -> tuple[tuple, tuple]:
+            return (tuple(value(a, config, week) for a in args),
+                    tuple(sorted((k, value(v, config, week)) for k, v in kwargs.items())))
+
+        def key(config: Any, week: str) -> tuple:
+            return (path, *resolve(config, week))
+
+        def fn(con: Any, config: Any, week: str) -> Any:
+            a, kw = resolve(config, week)
+            got[name] = metric(con, config, *a, **dict(kw))
+            return got[name]
+
+        return PageCall(name, fn, by_week, key, when)
+
+    weeks = call("available_weeks", overview.available_weeks, by_week=False)
+
+    def change(config: Any, week: str, got: dict) -> str:
+        # Trends: the version to compare, default the latest in force by `week`.
+        log = weekly.guideline_log(config)
+        past = [g["version"] for g in log if g["week"] <= week]
+        return (past or [g["version"] for g in log])[-1]
+
+    def stale_fields(got: dict) -> list[str]:
+        return [s["field"] for s in got["stale_labels"] if s["stale"]]
+
+    pages: dict[str, list[PageCall]] = {
+        # app.py: week_overview runs build_report, series(last=12, until=week) and
+        # top_movers for the week.
+        "overview": [weeks, call("week_overview", overview.week_overview, WEEK,
+                                 by_week=True)],
+        "schema": [
+            weeks,
+            call("schema_week", weekly.schema_week, WEEK, by_week=True),
+            call("series(visual=False)", weekly.series, visual=False, by_week=False),
+            call("schema_examples", overview.schema_examples, WEEK, path=None,
+                 keyword=None, annotator=None, role=None, by_week=True,
+                 when=lambda config, week: bool(got["schema_week"]["with_errors"])),
+        ],
+        "policy": [
+            weeks,
+            call("policy_week", weekly.policy_week, WEEK, by_week=True),
+            call("series(visual=False)", weekly.series, visual=False, by_week=False),
+            call("policy_examples", overview.policy_examples, WEEK, rule=None, field=None,
+                 severity=None, annotator=None, limit=20, by_week=True,
+                 when=lambda config, week: bool(config.policy
+                                                and got["policy_week"]["by_rule"])),
+        ],
+        "visual": [
+            weeks,
+            call("annotators", inventory.annotators, by_week=False),
+            call("visual_week", visual.visual_week, WEEK, by_week=True),
+            call("visual_series", visual.visual_series, by_week=False),
+            call("pair_breakdown", visual.pair_breakdown, WEEK, by_week=True,
+                 when=lambda config, week: bool(got["visual_week"]["pairs"])),
+            call("iou_values", inventory.iou_values, WEEK, label=None, annotator=None,
+                 by_week=True),
+            call("disagreement_items", visual.disagreement_items, WEEK, kind="presence",
+                 label=None, annotator=None, by_week=True),
+        ],
+        "trends": [
+            weeks,
+            call("series(last=12, until=week)", weekly.series, last=12, until=WEEK,
+                 by_week=True),
+            call("before_after", weekly.before_after, From(change), k=4, by_week=True,
+                 when=lambda config, week: bool(config.guidelines)),
+            call("stale_labels", weekly.stale_labels, by_week=False),
+            call("stale_label_rows", weekly.stale_label_rows,
+                 From(lambda config, week, got: stale_fields(got)[0]), by_week=False,
+                 when=lambda config, week: bool(stale_fields(got))),
+        ],
+        "annotators": [
+            weeks,
+            call("annotator_table", weekly.annotator_table, WEEK, by_week=True),
+            call("prefill_summary", weekly.prefill_summary, WEEK, by_week=True),
+            # The first annotator of the week's table.
+            call("annotator_series", inventory.annotator_series,
+                 From(lambda config, week, got: got["annotator_table"]["annotator_id"]
+                      .iloc[0]), by_week=True,
+                 when=lambda config, week: not got["annotator_table"].empty),
+            call("series(visual=True, ci=False)", weekly.series, visual=True, ci=False,
+                 by_week=False),
+        ],
+        # The drill-down without ?item= lists the week's items and stops.
+        "items": [weeks, call("item_index", inventory.item_index, WEEK, by_week=True)],
+        "data": [
+            call("exports", inventory.exports, by_week=False),
+            call("quarantine", inventory.quarantine, None, by_week=False,
+                 when=lambda config, week: not got["exports"].empty),
+        ],
     }
     return pages[page]
 
 
+def _db_stamp(database: Path) -> tuple:
+    """As `pages.common.ui._db_stamp`: (mtime, size) of the database file and its WAL."""
+    stamp = []
+    for f in (database, database.with_name(database.name + ".wal")):
+        try:
+            st = f.stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def stage_page(args: dict) -> dict:
-    """One dashboard page's queries in a fresh process: cold (first week) and warm (a
-    week switch in the same process), each call on its own read-only connection."""
+    """One dashboard page's metrics calls in a fresh process, as ``ui.safe_call`` makes
+    them: cold (the first week), warm (a week switch in the same process) and, unless
+    ``uncached`` is false, everything again without the result cache (as after a new
+    ingest).
+
+    Like ``pages/common/ui.call``, the page first checks the database generation, and so
+    does every call: read on a read-only connection only when the database file's
+    (mtime, size) changed, with the derived tables' freshness check once per generation.
+    Then it either unpickles the cached result (its key, the function and arguments,
+    seen before) or runs the call on its own read-only connection and pickles the result
+    into the cache.
+    """
+    import pickle
+
     from metrics import store
+    from metrics.workspace import ensure_derived
 
     config = _config(args["project"])
-    calls = page_calls(args["page"])
+    got: dict = {}
+    calls = page_calls(args["page"], got)
+    cache: dict[tuple, bytes] = {}     # ui._cached (st.cache_data keeps pickles)
+    ready: set[int] = set()            # ui._derived_ready (st.cache_resource)
 
-    def render(week: str, t: Timer, *, switch: bool = False) -> tuple[float, float]:
-        w0, c0 = time.perf_counter(), time.process_time()
-        with store.open_db(config.database, read_only=True) as con:
-            store.generation(con)     # the dashboard's cache key
-        for name, fn, by_week in calls:
-            if switch and not by_week:
-                continue              # a cache hit in `ui.call`
-            with t(name):
+    stamps: dict[tuple, int] = {}      # ui._generation_at (st.cache_data on the stamp)
+
+    def generation(t: Timer) -> None:  # ui.generation
+        with t("ui.generation"):
+            stamp = _db_stamp(config.database)
+            gen = stamps.get(stamp)
+            if gen is None:
                 with store.open_db(config.database, read_only=True) as con:
-                    fn(con, config, week)
+                    gen = stamps[stamp] = store.generation(con)
+            if gen not in ready:
+                if ensure_derived(config):   # a rebuild is not what a page costs
+                    raise RuntimeError("the derived tables were outdated and got rebuilt; "
+                                       "run the derived stage first")
+                ready.add(gen)
+
+    def render(week: str, t: Timer) -> tuple[float, float]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        generation(t)                 # ui.has_data
+        for call in calls:
+            if call.when is not None and not call.when(config, week):
+                break                 # st.stop()
+            generation(t)
+            key = call.key(config, week)
+            if key in cache:
+                with t(f"{call.name} (cached)"):
+                    got[call.name] = pickle.loads(cache[key])
+                continue
+            with t(call.name):
+                with store.open_db(config.database, read_only=True) as con:
+                    result = call.fn(con, config, week)
+                cache[key] = pickle.dumps(result)
         return time.perf_counter() - w0, time.process_time() - c0
 
     cold_t, warm_t, again_t = Timer(), Timer(), Timer()
     cold, cold_cpu = render(args["week"], cold_t)
-    warm, warm_cpu = render(args["week2"], warm_t, switch=True)
+    warm, warm_cpu = render(args["week2"], warm_t)
     # Everything again (no result cache): what a new ingest costs the next visitor.
-    again, _ = render(args["week"], again_t) if args.get("uncached", True) else (None, None)
+    again = None
+    if args.get("uncached", True):
+        cache.clear()
+        ready.clear()
+        stamps.clear()
+        again, _ = render(args["week"], again_t)
     return {"seconds": cold, "cpu": cold_cpu, "cold": cold, "warm": warm, "warm_cpu": warm_cpu,
             "uncached": again, "parts": cold_t.parts, "warm_parts": warm_t.parts,
-            "uncached_parts": again_t.parts}
+            "uncached_parts": again_t.parts,
+            "calls": [c.name for c in calls], "by_week": [c.name for c in calls if c.by_week]}
 
 
 # -- peers ----------------------------------------------------------------------------
