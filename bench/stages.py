@@ -322,7 +322,8 @@ def page_calls(page: str, got: dict | None = None) -> list[PageCall]:
                  when=lambda config, week: bool(config.guidelines)),
             call("stale_labels", weekly.stale_labels, by_week=False),
             call("stale_label_rows", weekly.stale_label_rows,
-                 From(lambda config, week, got: stale_fields(got)[0]), by_week=False,
+                 From(lambda config, week, got: stale_fields(got)[0]), limit=200,
+                 by_week=False,
                  when=lambda config, week: bool(stale_fields(got))),
         ],
         "annotators": [

@@ -820,9 +820,10 @@ def stale_labels(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> list[
     return out
 
 
-def stale_label_rows(con: duckdb.DuckDBPyConnection, config: ProjectConfig, field: str
-                     ) -> pd.DataFrame:
-    """The stale annotations of one field (see :func:`stale_labels`), for a CSV download.
+def stale_label_rows(con: duckdb.DuckDBPyConnection, config: ProjectConfig, field: str,
+                     limit: int | None = None) -> pd.DataFrame:
+    """The stale annotations of one field (see :func:`stale_labels`), for a CSV download
+    (the first ``limit`` of them in week, item order when given: a preview).
 
     Columns: annotation_id, version, item_id, annotator_id, role, week, submitted_at,
     guideline_version, value (the field's JSON), changed_by (the change's version),
@@ -839,8 +840,12 @@ def stale_label_rows(con: duckdb.DuckDBPyConnection, config: ProjectConfig, fiel
                          f"(touched: {', '.join(touched) or 'none'})")
     rank, g = touched[field]
     versions = [v.version for v in config.guidelines]
-    df = con.execute(_STALE_ROWS_SQL, {"versions": versions, "rank": rank,
-                                       "pointer": _json_pointer(field)}).df()
+    params = {"versions": versions, "rank": rank, "pointer": _json_pointer(field)}
+    sql = _STALE_ROWS_SQL
+    if limit is not None:
+        sql += "LIMIT $limit"
+        params["limit"] = int(limit)
+    df = con.execute(sql, params).df()
     df["changed_by"] = g.version
     df["relabel"] = g.relabel
     return df

@@ -16,6 +16,7 @@ from metrics.html_report import trend_figure
 from pages.common import ui
 
 P = "trends_"  # page prefix of session keys
+PREVIEW_ROWS = 200  # stale rows shown on the page; the CSV has them all
 SPANS = {"12": "last 12 weeks with data (the report's)", "26": "last 26 weeks",
          "52": "last 52 weeks", "all": "every week"}
 METRICS = [  # (series prefix, metric key, title)
@@ -172,13 +173,16 @@ c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
 field = ui.url_select("Field", with_stale, prefix=P, param="stale", default=with_stale[0],
                       container=c1,
                    keep_default=True)
-rows = ui.safe_call(weekly.stale_label_rows, field)
+n_stale = next(s["stale"] for s in stale if s["field"] == field)
+rows = ui.safe_call(weekly.stale_label_rows, field, limit=PREVIEW_ROWS)
 with c2:
+    # The CSV is built when the button is clicked, not on every page load.
     st.download_button(
-        f"⬇️ Download {len(rows):,} stale annotations (CSV)", overview.csv_bytes(rows),
+        f"⬇️ Download {n_stale:,} stale annotations (CSV)",
+        ui.deferred(weekly.stale_label_rows, field, then=overview.csv_bytes),
         file_name=f"labelqa-{config.name}-stale-{field}.csv", mime="text/csv",
         key=P + "stale_csv", on_click="ignore")
-st.dataframe(rows.head(200), hide_index=True, key=P + "stale_rows",
+st.dataframe(rows, hide_index=True, key=P + "stale_rows",
              column_config={"value": st.column_config.TextColumn("value (JSON)")})
-if len(rows) > 200:
-    st.caption(f"The first 200 of {len(rows):,} rows; the CSV has them all.")
+if n_stale > len(rows):
+    st.caption(f"The first {len(rows):,} of {n_stale:,} rows; the CSV has them all.")

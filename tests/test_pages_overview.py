@@ -297,6 +297,25 @@ def test_trends_stale_labels_and_csv(demo):
         at.get("download_button")[0].proto.label
     rows = frame(at, "guideline_version")
     assert set(rows["guideline_version"]) <= set(stale["weather"]["stale_versions"])
+    assert len(rows) == min(200, stale["weather"]["stale"])
+
+
+def test_trends_stale_csv_is_built_on_click_with_every_row(demo):
+    """The download's data is a callable Streamlit runs on the click; it yields every
+    stale row (not the page's preview), as CSV."""
+    import csv
+    import io
+
+    from pages.common import ui
+
+    make = ui.deferred(weekly.stale_label_rows, "weather", then=overview.csv_bytes)
+    body = make()
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8"))))
+    stale = {s["field"]: s for s in query(demo, weekly.stale_labels)}
+    assert len(rows) == stale["weather"]["stale"] > 200
+    assert {r["changed_by"] for r in rows} == {stale["weather"]["version"]}
+    preview = query(demo, weekly.stale_label_rows, "weather", limit=200)
+    assert list(preview["annotation_id"]) == [r["annotation_id"] for r in rows[:200]]
 
 
 def test_trends_k_and_span_from_the_url(demo):

@@ -145,6 +145,23 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
                    gen, args, tuple(sorted(kwargs.items())))
 
 
+def deferred(fn: Callable, *args: Any, then: Callable | None = None,
+             **kwargs: Any) -> Callable[[], Any]:
+    """`fn(con, config, *args, **kwargs)` (passed through `then`) as a callable run only
+    when asked: the data of a download button, which Streamlit computes on the click,
+    so a page never pays for a file nobody downloads. Runs outside the script run: no
+    Streamlit calls in here."""
+    path = config_file()
+
+    def run() -> Any:
+        config = load_config(path)
+        with store.open_db(config.database, read_only=True) as con:
+            out = fn(con, config, *args, **kwargs)
+        return then(out) if then is not None else out
+
+    return run
+
+
 def has_data(config: ProjectConfig) -> bool:
     return generation(config) > 0
 
