@@ -398,9 +398,10 @@ def render(results: dict, info: dict) -> str:
     remeasured = [_k(r["n"]) for r in rs if r.get("pages_runs") is not None]
     out += ["", "Each page makes the `ui.safe_call` calls of a first load with default "
             "widgets and URL parameters (`bench.stages.page_calls`), as `pages/common/ui.call` "
-            "makes them: a database generation check on its own read-only connection per "
-            "call (and one when the page opens), then the cached result unpickled, or the "
-            "call on its own read-only connection and its result pickled. Cold excludes "
+            "makes them: a database generation check per call (and one when the page "
+            "opens; it reads the database only when its file changed), then the cached "
+            "result unpickled, or the call run and its result pickled, the calls of one "
+            "render sharing one read-only connection. Cold excludes "
             "interpreter start and imports. A week switch re-runs the calls whose arguments "
             "change with the week (`ui.call`'s cache key); the others come from the cache. "
             "Uncached: every call again in the same process, as after a new ingest."

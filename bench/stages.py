@@ -371,8 +371,8 @@ def stage_page(args: dict) -> dict:
     does every call: read on a read-only connection only when the database file's
     (mtime, size) changed, with the derived tables' freshness check once per generation.
     Then it either unpickles the cached result (its key, the function and arguments,
-    seen before) or runs the call on its own read-only connection and pickles the result
-    into the cache.
+    seen before) or runs the call and pickles the result into the cache; the calls of one
+    render share a read-only connection, opened at the first that runs (`ui._Reader`).
     """
     import pickle
 
@@ -403,19 +403,25 @@ def stage_page(args: dict) -> dict:
     def render(week: str, t: Timer) -> tuple[float, float]:
         w0, c0 = time.perf_counter(), time.process_time()
         generation(t)                 # ui.has_data
-        for call in calls:
-            if call.when is not None and not call.when(config, week):
-                break                 # st.stop()
-            generation(t)
-            key = call.key(config, week)
-            if key in cache:
-                with t(f"{call.name} (cached)"):
-                    got[call.name] = pickle.loads(cache[key])
-                continue
-            with t(call.name):
-                with store.open_db(config.database, read_only=True) as con:
+        con = None                    # ui._Reader: one connection for the run's calls
+        try:
+            for call in calls:
+                if call.when is not None and not call.when(config, week):
+                    break             # st.stop()
+                generation(t)
+                key = call.key(config, week)
+                if key in cache:
+                    with t(f"{call.name} (cached)"):
+                        got[call.name] = pickle.loads(cache[key])
+                    continue
+                with t(call.name):
+                    if con is None:
+                        con = store.connect(config.database, read_only=True)
                     result = call.fn(con, config, week)
-                cache[key] = pickle.dumps(result)
+                    cache[key] = pickle.dumps(result)
+        finally:
+            if con is not None:
+                con.close()
         return time.perf_counter() - w0, time.process_time() - c0
 
     cold_t, warm_t, again_t = Timer(), Timer(), Timer()

@@ -254,10 +254,18 @@ def _open_waiting(path: Path, *, read_only: bool, wait_s: float,
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             text = str(exc)
-            if "lock" not in text.lower():
-                raise DatabaseError(f"{path}: cannot open: {text}") from None
+            # Another process holds the file lock (IOException), or this process has it
+            # open the other way (read-only vs writable): a dashboard reading while its
+            # own Data page ingests. Both are released shortly; wait for them.
+            busy = ("lock" in text.lower() if isinstance(exc, duckdb.IOException)
+                    else "different configuration" in text)
+            if not busy:
+                if isinstance(exc, duckdb.IOException):
+                    raise DatabaseError(f"{path}: cannot open: {text}") from None
+                raise DatabaseError(f"{path}: cannot open as a DuckDB database: {exc}"
+                                    ) from None
             if time.monotonic() > deadline:
                 raise DatabaseError(
                     f"{path}: still locked by another process after {wait_s:.0f} s "
@@ -267,8 +275,6 @@ def _open_waiting(path: Path, *, read_only: bool, wait_s: float,
                 told = True
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-        except duckdb.Error as exc:
-            raise DatabaseError(f"{path}: cannot open as a DuckDB database: {exc}") from None
 
 
 @contextmanager

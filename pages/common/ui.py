@@ -1,18 +1,20 @@
 """Dashboard plumbing shared by every page: the project, cached metric calls, the
 week picker and shareable URLs, and safe rendering of untrusted annotation text.
 
-Pages call `metrics` functions only through `call()`, which opens a read-only DuckDB
-connection for the call and caches the result keyed on the function, its arguments,
-the config file and the database generation (bumped by every ingest, and read again
-whenever the database file changes on disk), so a new ingest shows up on the next rerun
-and nothing is served stale.
+Pages call `metrics` functions only through `call()`, which runs them on a read-only
+DuckDB connection (shared by the calls of one script run, closed when idle) and caches
+the result keyed on the function, its arguments, the config file and the database
+generation (bumped by every ingest, and read again whenever the database file changes
+on disk), so a new ingest shows up on the next rerun and nothing is served stale.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -126,14 +128,99 @@ def _derived_ready(config_path: str, mtime: float, gen: int) -> bool:
     return ensure_derived(_load(config_path, mtime))
 
 
+READER_IDLE_S = 0.5
+
+
+class _Reader:
+    """A read-only connection shared by the metrics calls of one script run.
+
+    Opening the database costs ~20 ms at a million annotations, once per uncached call
+    before. The connection belongs to one thread (a session's script run) and is closed
+    once idle for `READER_IDLE_S`: an open reader holds DuckDB's shared file lock, so an
+    ingest waits for it, never longer than that. A call that fails closes it (its
+    transaction may be aborted).
+    """
+
+    _all: dict[tuple[int, str], _Reader] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, database: Path, key: tuple[int, str]):
+        self.database = database
+        self.key = key
+        self.lock = threading.Lock()
+        self.con = None
+        self.last = 0.0
+        self.timer: threading.Timer | None = None
+
+    @classmethod
+    def for_thread(cls, database: Path) -> _Reader:
+        key = (threading.get_ident(), str(database))
+        with cls._all_lock:
+            reader = cls._all.get(key)
+            if reader is None:
+                reader = cls._all[key] = cls(database, key)
+            return reader
+
+    def run(self, fn: Callable, config: ProjectConfig, args: tuple, kwargs: dict) -> Any:
+        with self.lock:
+            if self.con is None:
+                self.con = store.connect(self.database, read_only=True)
+            try:
+                return fn(self.con, config, *args, **kwargs)
+            except BaseException:
+                self._close()
+                raise
+            finally:
+                self.last = time.monotonic()
+                if self.con is not None and self.timer is None:
+                    self._arm(READER_IDLE_S)
+
+    def _arm(self, delay: float) -> None:
+        self.timer = threading.Timer(delay, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.timer = None
+            if self.con is None:
+                return
+            idle = time.monotonic() - self.last
+            if idle >= READER_IDLE_S:
+                self._close()
+            else:
+                self._arm(READER_IDLE_S - idle)
+
+    def _close(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.close()
+            finally:
+                self.con = None
+        with _Reader._all_lock:
+            if _Reader._all.get(self.key) is self:
+                del _Reader._all[self.key]
+
+
+@atexit.register
+def _close_readers() -> None:
+    """Close what is still open when the server stops (not from a timer mid-shutdown)."""
+    with _Reader._all_lock:
+        readers = list(_Reader._all.values())
+    for reader in readers:
+        if reader.timer is not None:
+            reader.timer.cancel()
+        with reader.lock:
+            reader._close()
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _cached(fn_path: str, config_path: str, mtime: float, gen: int, args: tuple,
             kwargs: tuple) -> Any:
     module, name = fn_path.rsplit(".", 1)
     fn = getattr(importlib.import_module(module), name)
     config = _load(config_path, mtime)
-    with store.open_db(config.database, read_only=True) as con:
-        return fn(con, config, *args, **dict(kwargs))
+    return _Reader.for_thread(config.database).run(fn, config, args, dict(kwargs))
 
 
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:

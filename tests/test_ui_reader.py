@@ -1,0 +1,90 @@
+"""The dashboard's shared read-only connection: reused within a script run, closed when
+idle so an ingest never waits on an idle dashboard, dropped after a failing call."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from conftest import record
+
+from metrics import store
+from pages.common import ui
+
+
+@pytest.fixture
+def db(project, monkeypatch):
+    project.ingest(project.write("w1.jsonl", [record(item="a"), record(item="b")]))
+    monkeypatch.setattr(ui, "READER_IDLE_S", 0.2)
+    opened = []
+    real = store.connect
+
+    def counting(*args, **kwargs):
+        opened.append(kwargs.get("read_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "connect", counting)
+    return project, opened
+
+
+def count(con, config):
+    return con.execute("SELECT count(*) FROM annotations").fetchall()[0][0]
+
+
+def test_calls_of_one_run_share_a_connection_then_it_closes(db):
+    project, opened = db
+    config = project.config
+    reader = ui._Reader.for_thread(config.database)
+    assert reader.run(count, config, (), {}) == 2
+    assert reader.run(count, config, (), {}) == 2
+    assert opened == [True]                       # one open for both calls
+    time.sleep(0.5)
+    assert reader.con is None                     # closed when idle
+    # ... so a writer gets the database at once.
+    t0 = time.monotonic()
+    store.connect(config.database, read_only=False, wait_s=0.1).close()
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_an_ingest_waits_for_an_idle_dashboard_no_longer_than_the_idle_time(db):
+    project, _ = db
+    config = project.config
+    ui._Reader.for_thread(config.database).run(count, config, (), {})
+    t0 = time.monotonic()
+    project.ingest(project.write("w2.jsonl", [record(item="c")]))
+    assert time.monotonic() - t0 < 5
+    reader = ui._Reader.for_thread(config.database)
+    assert reader.run(count, config, (), {}) == 3   # a fresh connection sees it
+
+
+def test_a_failing_call_drops_the_connection(db):
+    project, opened = db
+    config = project.config
+    reader = ui._Reader.for_thread(config.database)
+
+    def broken(con, config):
+        con.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(Exception, match="no_such_table"):
+        reader.run(broken, config, (), {})
+    assert reader.con is None
+    assert ui._Reader.for_thread(config.database).run(count, config, (), {}) == 2
+    assert opened == [True, True]
+
+
+def test_each_thread_has_its_own_connection(db):
+    project, opened = db
+    config = project.config
+    seen = []
+
+    def work():
+        r = ui._Reader.for_thread(config.database)
+        seen.append(r.run(lambda con, c: id(con), config, (), {}))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 3 and len(opened) == 3
