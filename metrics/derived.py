@@ -119,7 +119,7 @@ __all__ = [
 
 ELIGIBLE_ROLES = ("annotator", "reviewer")
 # Bumped when the derived tables change shape: older ones are rebuilt by `ensure`.
-DERIVED_LAYOUT = "2"
+DERIVED_LAYOUT = "3"
 # Bumped when the interval computations change: stored intervals are then recomputed
 # (they are reused by `refresh` while their inputs are unchanged).
 _INTERVALS_VERSION = "1"
@@ -131,7 +131,7 @@ _CHUNK_COMBOS = 4_000_000
 DERIVED_TABLES = (
     "d_meta", "d_sample_items", "d_ann", "d_ann_label", "d_ann_field", "d_ann_value",
     "d_pairs", "d_box_pairs", "d_threshold", "d_members", "d_text", "d_coincidence",
-    "d_units", "d_week_ci", "d_week_coincidence", "d_alpha_change",
+    "d_units", "d_week_ci", "d_week_coincidence", "d_alpha_change", "d_week_counts",
 )
 #: Weeks on each side of a guideline change precomputed in ``d_alpha_change`` (the
 #: default of `metrics.weekly.before_after`).
@@ -533,6 +533,7 @@ def refresh(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> None:
     _refreshing(con, True)
     _config_tables(con, config)
     _build_sample(con, config)
+    _build_week_counts(con)
     _build_annotations(con, config)
     _build_pairs(con, config)
     _build_members(con)
@@ -560,6 +561,15 @@ def _config_tables(con, config: ProjectConfig) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _d_cfg_labels AS "
                 "SELECT unnest($labels::VARCHAR[]) AS label",
                 {"labels": list(config.labels)})
+
+
+def _build_week_counts(con) -> None:
+    """Per week: the annotations of A (roles annotator, reviewer, gold) and those with a
+    contract error, a policy error, a policy warning. M1 and M2 of any week (and their
+    series) read it instead of scanning every annotation."""
+    from metrics.weekly import WEEK_COUNTS_ALL_SQL
+
+    con.execute(f"CREATE OR REPLACE TABLE d_week_counts AS {WEEK_COUNTS_ALL_SQL}")
 
 
 def _build_sample(con, config: ProjectConfig) -> None:

@@ -82,7 +82,8 @@ _COUNTED = """counted AS (
 
 _WEEKS_SQL = f"WITH {_COUNTED} SELECT DISTINCT week FROM counted ORDER BY week"
 
-_WEEK_COUNTS_SQL = f"""
+# Stored per week by `metrics.derived.refresh` (``d_week_counts``).
+WEEK_COUNTS_ALL_SQL = f"""
 WITH {_COUNTED}
 SELECT week,
        count(*) AS annotations,
@@ -90,9 +91,13 @@ SELECT week,
        count(*) FILTER (WHERE policy_errors > 0) AS policy_errors,
        count(*) FILTER (WHERE policy_warnings > 0) AS policy_warnings
 FROM counted
-WHERE list_contains($weeks, week)
 GROUP BY week
 ORDER BY week
+"""
+
+_WEEK_COUNTS_SQL = """
+SELECT week, annotations, schema_errors, policy_errors, policy_warnings
+FROM d_week_counts WHERE list_contains($weeks, week) ORDER BY week
 """
 
 _MODEL_COUNTS_SQL = """
@@ -392,7 +397,9 @@ def _no_data(week: str) -> str:
     return f"no annotations of roles annotator, reviewer or gold in {week}"
 
 
-def _week_counts(con: duckdb.DuckDBPyConnection, week_list: list[str]) -> pd.DataFrame:
+def _week_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                 week_list: list[str]) -> pd.DataFrame:
+    derived.ensure(con, config)   # d_week_counts
     df = con.execute(_WEEK_COUNTS_SQL, {"weeks": list(week_list)}).df()
     return df.set_index("week").reindex(week_list, fill_value=0)
 
@@ -431,7 +438,7 @@ def schema_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str
         ``model`` {annotations, with_errors} (drafts, reported apart).
     """
     week = parse_week(week)
-    counts = _week_counts(con, [week]).loc[week]
+    counts = _week_counts(con, config, [week]).loc[week]
     n, k = int(counts["annotations"]), int(counts["schema_errors"])
     rate = _rate(k, n)
     model = _model_counts(con, week)
@@ -468,7 +475,7 @@ def policy_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str
         errors, per_1000}], ``by_annotator``, ``by_role`` and ``model``.
     """
     week = parse_week(week)
-    counts = _week_counts(con, [week]).loc[week]
+    counts = _week_counts(con, config, [week]).loc[week]
     n, k = int(counts["annotations"]), int(counts["policy_errors"])
     rate = _rate(k, n)
 
@@ -574,7 +581,7 @@ def series(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, last: int |
         week_list = [w for w in week_list if w <= until]
     if last is not None:
         week_list = week_list[-last:] if last > 0 else []
-    df = _week_counts(con, week_list).reset_index()
+    df = _week_counts(con, config, week_list).reset_index()
     _chart_columns(df, "schema", "schema_errors", "annotations")
     _chart_columns(df, "policy", "policy_errors", "annotations")
     if visual:
@@ -605,7 +612,7 @@ def _mover_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig, prev: s
                   week: str) -> dict[tuple[str, str], dict[str, tuple[int, int]]]:
     """(kind, key) -> week -> (events, units) of every per-path/rule/label/pair rate."""
     both = [prev, week]
-    totals = {w: int(n) for w, n in _week_counts(con, both)["annotations"].items()}
+    totals = {w: int(n) for w, n in _week_counts(con, config, both)["annotations"].items()}
     counts: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
     for kind, w, key, events in con.execute(_PATH_RULE_WEEKS_SQL, {"weeks": both}).fetchall():
         # The units are A_w, also in a week where the path or rule does not occur.
@@ -735,8 +742,8 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
     change_week = week_of(g.effective)
     before = [shift_week(change_week, -i) for i in range(k, 0, -1)]
     after = [shift_week(change_week, i) for i in range(1, k + 1)]
-    b = _week_counts(con, before).sum()
-    a = _week_counts(con, after).sum()
+    b = _week_counts(con, config, before).sum()
+    a = _week_counts(con, config, after).sum()
     metrics = {
         "schema_error_rate": _compare(int(b["schema_errors"]), int(b["annotations"]),
                                       int(a["schema_errors"]), int(a["annotations"])),
