@@ -55,8 +55,8 @@ if table.empty:
     st.stop()
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Annotators", f"{len(table):,} people")
-c2.metric("Annotations", f"{int(table['annotations'].sum()):,} annotations")
+c1.metric("Annotators (people)", f"{len(table):,}")
+c2.metric("Annotations (n)", f"{int(table['annotations'].sum()):,}")
 c3.metric("Pre-fills reviewed", ui.fmt_rate(pre["reviewed_share"]),
           help="Among pre-filled annotations, the share marked reviewed.")
 c3.caption(f"{pre['reviewed']:,} of {pre['prefilled']:,} pre-filled annotations · "
