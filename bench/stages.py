@@ -349,18 +349,6 @@ def page_calls(page: str, got: dict | None = None) -> list[PageCall]:
     return pages[page]
 
 
-def _db_stamp(database: Path) -> tuple:
-    """As `pages.common.ui._db_stamp`: (mtime, size) of the database file and its WAL."""
-    stamp = []
-    for f in (database, database.with_name(database.name + ".wal")):
-        try:
-            st = f.stat()
-            stamp.append((st.st_mtime_ns, st.st_size))
-        except FileNotFoundError:
-            stamp.append(None)
-    return tuple(stamp)
-
-
 def stage_page(args: dict) -> dict:
     """One dashboard page's metrics calls in a fresh process, as ``ui.safe_call`` makes
     them: cold (the first week), warm (a week switch in the same process) and, unless
@@ -389,7 +377,7 @@ def stage_page(args: dict) -> dict:
 
     def generation(t: Timer) -> None:  # ui.generation
         with t("ui.generation"):
-            stamp = _db_stamp(config.database)
+            stamp = store.db_stamp(config.database)
             gen = stamps.get(stamp)
             if gen is None:
                 with store.open_db(config.database, read_only=True) as con:

@@ -293,6 +293,20 @@ def generation(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def db_stamp(database: Path) -> tuple:
+    """What changes on disk whenever the database does: the (mtime, size) of the file
+    and of its write-ahead log. A commit always touches one of them, so readers can key
+    a cache of the generation on it without opening the database."""
+    stamp = []
+    for f in (database, database.with_name(database.name + ".wal")):
+        try:
+            s = f.stat()
+            stamp.append((s.st_mtime_ns, s.st_size))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "

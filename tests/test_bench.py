@@ -173,14 +173,3 @@ def test_page_stage_runs_every_page(demo_project) -> None:
         assert {k.removesuffix(" (cached)") for k in r["warm_parts"]
                 if k.endswith(" (cached)")} | rerun == set(ran), page
 
-
-def test_page_stage_stamps_the_database_like_the_dashboard(tmp_path):
-    from bench.stages import _db_stamp
-    from pages.common.ui import _db_stamp as ui_stamp
-
-    db = tmp_path / "x.duckdb"
-    db.write_bytes(b"1")
-    assert _db_stamp(db) == ui_stamp(db)
-    before = _db_stamp(db)
-    (tmp_path / "x.duckdb.wal").write_bytes(b"12")
-    assert _db_stamp(db) != before and _db_stamp(db) == ui_stamp(db)

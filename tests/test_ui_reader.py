@@ -88,3 +88,13 @@ def test_each_thread_has_its_own_connection(db):
     for t in threads:
         t.join()
     assert len(set(seen)) == 3 and len(opened) == 3
+
+
+def test_the_stamp_changes_with_the_database_file_or_its_log(tmp_path):
+    """The dashboard and the page benchmark key the generation on `store.db_stamp`."""
+    db = tmp_path / "x.duckdb"
+    db.write_bytes(b"1")
+    before = store.db_stamp(db)
+    assert before == store.db_stamp(db)
+    (tmp_path / "x.duckdb.wal").write_bytes(b"12")
+    assert store.db_stamp(db) != before

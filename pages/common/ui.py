@@ -85,19 +85,6 @@ def project() -> ProjectConfig:
     raise AssertionError("unreachable")
 
 
-def _db_stamp(database: Path) -> tuple:
-    """What changes on disk whenever the database does: the (mtime, size) of the file
-    and of its write-ahead log. A commit always touches one of them."""
-    stamp = []
-    for f in (database, database.with_name(database.name + ".wal")):
-        try:
-            s = f.stat()
-            stamp.append((s.st_mtime_ns, s.st_size))
-        except FileNotFoundError:
-            stamp.append(None)
-    return tuple(stamp)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def _generation_at(database: str, stamp: tuple) -> int:
     # Opening the database costs ~20 ms at a million annotations; keyed on the file's
@@ -111,7 +98,7 @@ def generation(config: ProjectConfig) -> int:
     if not config.database.exists():
         return -1
     try:
-        gen = _generation_at(str(config.database), _db_stamp(config.database))
+        gen = _generation_at(str(config.database), store.db_stamp(config.database))
         _derived_ready(str(config.file), config.file.stat().st_mtime, gen)
         return gen
     except store.DatabaseError as exc:
