@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from metrics import store
+from metrics import ingest_worker, store
 from metrics.config import ProjectConfig
 from metrics.policy import check_fields
 
@@ -749,8 +749,6 @@ class _Workers:
         import subprocess
         import threading
 
-        from metrics import ingest_worker
-
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [root,
@@ -765,17 +763,13 @@ class _Workers:
                         for p, q in zip(self.procs, self.queues, strict=True)]
         for t in self.threads:
             t.start()
-        self._send = ingest_worker.send
-        self._receive = ingest_worker.receive
 
     @staticmethod
     def _feed(proc, q, config: ProjectConfig) -> None:
-        from metrics.ingest_worker import send
-
         try:
-            send(proc.stdin, config)
+            ingest_worker.send(proc.stdin, config)
             while (task := q.get()) is not None:
-                send(proc.stdin, task)
+                ingest_worker.send(proc.stdin, task)
             proc.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass  # the worker died; the reader reports it
@@ -786,7 +780,7 @@ class _Workers:
     def result(self, i: int) -> Chunk:
         proc = self.procs[i % len(self.procs)]
         try:
-            status, value = self._receive(proc.stdout)
+            status, value = ingest_worker.receive(proc.stdout)
         except EOFError:
             code = proc.wait()
             err = proc.stderr.read().decode("utf-8", "replace").strip()
@@ -839,22 +833,17 @@ def _parallel_chunks(config: ProjectConfig, path: Path, on_bytes: Callable[[int]
 
 def _chunks(path: Path, checker: Checker, fmt: str, reader: Reader, build: bool,
             on_bytes: Callable[[int], None], workers: int) -> Iterator[Chunk]:
-    if fmt != "native":
-        events: list[Event] = []
-        for event in reader(path, on_bytes):
-            events.append(event)
-            if len(events) >= BATCH_ROWS:
-                yield check_events(checker, events, build)
-                events = []
-        if events:
-            yield check_events(checker, events, build)
-    elif workers > 1:
+    if fmt == "native" and workers > 1:
         yield from _parallel_chunks(checker.config, path, on_bytes, build, workers)
-    else:
-        with open(path, "rb") as fh:
-            for offset, length, first in _native_ranges(path, on_bytes):
-                yield check_events(checker, _native_events(
-                    _range_lines(fh, offset, length), first), build)
+        return
+    events: list[Event] = []
+    for event in reader(path, on_bytes):
+        events.append(event)
+        if len(events) >= BATCH_ROWS:
+            yield check_events(checker, events, build)
+            events = []
+    if events:
+        yield check_events(checker, events, build)
 
 
 def process_file(path: Path, checker: Checker, state: ExportState, fs: FileSummary, *,
