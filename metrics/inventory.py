@@ -27,7 +27,7 @@ import pandas as pd
 from metrics import derived
 from metrics.agreement import bootstrap_ratio_ci
 from metrics.config import ProjectConfig
-from metrics.visual import annotation_boxes
+from metrics.visual import annotation_boxes, confusion_matrix
 
 __all__ = [
     "UploadRefused",
@@ -186,16 +186,7 @@ def confusion(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str, 
           AND bp.kind IN ('agreement', 'class') AND {_PAIR_FILTER} GROUP BY ALL""",
         {"w": week, **_who(annotator)},
     ).fetchall()
-    seen = {r[0] for r in rows} | {r[1] for r in rows}
-    labels = list(config.labels) + sorted(seen - set(config.labels))
-    pos = {lab: i for i, lab in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for la, lb, n in rows:
-        i, j = pos[la], pos[lb]
-        matrix[i, j] += n
-        if i != j:
-            matrix[j, i] += n
-    return {"labels": labels, "matrix": matrix.tolist()}
+    return confusion_matrix(config, rows)
 
 
 def iou_values(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str, *,

@@ -250,6 +250,15 @@ def _class_section(con, config, week, week_kinds, intervals) -> dict[str, Any]:
           AND bp.kind IN ('agreement', 'class') GROUP BY ALL""",
         {"w": week},
     ).fetchall()
+    out["confusion"] = confusion_matrix(config, rows)
+    return out
+
+
+def confusion_matrix(config: ProjectConfig, rows: Sequence[tuple[str, str, int]],
+                     ) -> dict[str, Any]:
+    """{labels, matrix} of matched box pairs counted by their two labels (rows of
+    ``(label_a, label_b, n)``): the diagonal holds agreements, cells (a, b) and (b, a)
+    both hold the class disagreements between a and b. Configured labels first."""
     labels = _labels_order(config, [r[0] for r in rows] + [r[1] for r in rows])
     pos = {lab: i for i, lab in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
@@ -258,10 +267,7 @@ def _class_section(con, config, week, week_kinds, intervals) -> dict[str, Any]:
         matrix[i, j] += n
         if i != j:
             matrix[j, i] += n
-    # Matched box pairs by their two labels: the diagonal holds agreements, cell (a, b)
-    # and (b, a) both hold the class disagreements between a and b.
-    out["confusion"] = {"labels": labels, "matrix": matrix.tolist()}
-    return out
+    return {"labels": labels, "matrix": matrix.tolist()}
 
 
 def _iou_section(con, config, week) -> dict[str, Any]:
