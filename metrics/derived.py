@@ -918,6 +918,25 @@ def _binary_sql(per_unit: str) -> tuple[str, str]:
     return coincidence, units
 
 
+def _label_units_sql(raters: str) -> str:
+    """Per-unit rows for binary units (item, label) over every configured label: ``m``
+    raters (the members `raters` selects, a fixed join of ours), ``n1`` of them with the
+    label from ``d_ann_label`` source ``$source``; the labels nobody gave are
+    ``$n_labels`` minus those seen, all with n1 = 0."""
+    return f"""
+        WITH m AS (SELECT mem.week, mem.item_id, count(*) AS m FROM {raters} GROUP BY ALL),
+        n1 AS (SELECT mem.week, mem.item_id, l.label, count(*) AS n1
+               FROM {raters} JOIN d_ann_label l
+                 ON l.ann_key = mem.ann_key AND l.source = $source
+               GROUP BY ALL),
+        seen AS (SELECT week, item_id, count(*) AS n FROM n1 GROUP BY ALL)
+        SELECT week, item_id, '' AS field, m.m, n1.n1, 1 AS n_units
+        FROM n1 JOIN m USING (week, item_id)
+        UNION ALL
+        SELECT week, item_id, '', m.m, 0, $n_labels - coalesce(seen.n, 0)
+        FROM m LEFT JOIN seen USING (week, item_id)"""
+
+
 def _build_units(con, config: ProjectConfig) -> None:
     con.execute(
         """CREATE OR REPLACE TABLE d_coincidence (week VARCHAR, kind VARCHAR, field VARCHAR,
@@ -936,33 +955,12 @@ def _build_units(con, config: ProjectConfig) -> None:
         con.execute(f"INSERT INTO d_units {units}", p)
 
     # Presence: unit (item, label) for every configured label; raters: the whole set.
-    insert_binary("presence", """
-        WITH m AS (SELECT week, item_id, count(*) AS m FROM d_members GROUP BY ALL),
-        n1 AS (SELECT mem.week, mem.item_id, l.label, count(*) AS n1
-               FROM d_members mem JOIN d_ann_label l
-                 ON l.ann_key = mem.ann_key AND l.source = 'box'
-               GROUP BY ALL),
-        seen AS (SELECT week, item_id, count(*) AS n FROM n1 GROUP BY ALL)
-        SELECT week, item_id, '' AS field, m.m, n1.n1, 1 AS n_units
-        FROM n1 JOIN m USING (week, item_id)
-        UNION ALL
-        SELECT week, item_id, '', m.m, 0, $n_labels - coalesce(seen.n, 0)
-        FROM m LEFT JOIN seen USING (week, item_id)""", {"n_labels": n_labels})
+    insert_binary("presence", _label_units_sql("d_members mem"),
+                  {"n_labels": n_labels, "source": "box"})
     # Mentions: unit (item, label); raters: the set's annotations with free text.
-    insert_binary("mentions", """
-        WITH m AS (SELECT mem.week, mem.item_id, count(*) AS m
-                   FROM d_members mem JOIN d_ann a ON a.ann_key = mem.ann_key AND a.has_text
-                   GROUP BY ALL),
-        n1 AS (SELECT mem.week, mem.item_id, l.label, count(*) AS n1
-               FROM d_members mem JOIN d_ann_label l
-                 ON l.ann_key = mem.ann_key AND l.source = 'mention'
-               GROUP BY ALL),
-        seen AS (SELECT week, item_id, count(*) AS n FROM n1 GROUP BY ALL)
-        SELECT week, item_id, '' AS field, m.m, n1.n1, 1 AS n_units
-        FROM n1 JOIN m USING (week, item_id)
-        UNION ALL
-        SELECT week, item_id, '', m.m, 0, $n_labels - coalesce(seen.n, 0)
-        FROM m LEFT JOIN seen USING (week, item_id)""", {"n_labels": n_labels})
+    insert_binary("mentions", _label_units_sql(
+        "d_members mem JOIN d_ann a ON a.ann_key = mem.ann_key AND a.has_text"),
+        {"n_labels": n_labels, "source": "mention"})
     # Schema: unit item; 1 when the annotation passes the contract.
     insert_binary("schema", """
         SELECT mem.week, mem.item_id, '' AS field, count(*) AS m,
