@@ -197,6 +197,32 @@ def demo_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def demo(monkeypatch, demo_project):
+    """The demo project as the dashboard's project (LABELQA_PROJECT); its config."""
+    from metrics.config import load_config
+
+    monkeypatch.setenv("LABELQA_PROJECT", str(demo_project))
+    return load_config(demo_project)
+
+
+@pytest.fixture
+def empty(monkeypatch, empty_project):
+    """An empty project as the dashboard's project; its config."""
+    from metrics.config import load_config
+
+    monkeypatch.setenv("LABELQA_PROJECT", str(empty_project))
+    return load_config(empty_project)
+
+
+def query(config, fn, *args, **kwargs):
+    """`fn(con, config, ...)` on a read-only connection, as the pages call metrics."""
+    from metrics import store
+
+    with store.open_db(config.database, read_only=True) as con:
+        return fn(con, config, *args, **kwargs)
+
+
+@pytest.fixture
 def empty_project(tmp_path: Path) -> Path:
     """A valid project with no database yet; returns its folder."""
     from metrics.starter import write_starter

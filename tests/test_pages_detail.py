@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import no_exception, page_texts, record, run_page
+from conftest import no_exception, page_texts, query, record, run_page
 from streamlit.testing.v1 import AppTest
 
-from metrics import inventory, store, visual, weekly
+from metrics import inventory, visual, weekly
 from metrics.config import load_config
 from pages.common.ui import fmt_rate
 
@@ -55,23 +55,6 @@ def array(value) -> list:
     if isinstance(value, dict) and "bdata" in value:
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
     return list(value)
-
-
-@pytest.fixture
-def demo(monkeypatch, demo_project):
-    monkeypatch.setenv("LABELQA_PROJECT", str(demo_project))
-    return load_config(demo_project)
-
-
-@pytest.fixture
-def empty(monkeypatch, empty_project):
-    monkeypatch.setenv("LABELQA_PROJECT", str(empty_project))
-    return load_config(empty_project)
-
-
-def query(config, fn, *args, **kwargs):
-    with store.open_db(config.database, read_only=True) as con:
-        return fn(con, config, *args, **kwargs)
 
 
 # -- every page, demo and empty ----------------------------------------------------------

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import no_exception, page_texts, record, run_page
+from conftest import no_exception, page_texts, query, record, run_page
 from streamlit.testing.v1 import AppTest
 
-from metrics import overview, store, weekly
-from metrics.config import load_config
+from metrics import overview, weekly
 from metrics.report import build_report
 from pages.common.ui import fmt_rate
 
@@ -54,25 +53,8 @@ def frame(at: AppTest, column: str) -> pd.DataFrame:
     raise AssertionError(f"no table with a column {column!r}")
 
 
-def query(config, fn, *args, **kwargs):
-    with store.open_db(config.database, read_only=True) as con:
-        return fn(con, config, *args, **kwargs)
-
-
 def pp(delta: float) -> str:
     return f"{delta * 100:+.1f} pp"
-
-
-@pytest.fixture
-def demo(monkeypatch, demo_project):
-    monkeypatch.setenv("LABELQA_PROJECT", str(demo_project))
-    return load_config(demo_project)
-
-
-@pytest.fixture
-def empty(monkeypatch, empty_project):
-    monkeypatch.setenv("LABELQA_PROJECT", str(empty_project))
-    return load_config(empty_project)
 
 
 # -- every page, demo and empty ----------------------------------------------------------
