@@ -231,6 +231,28 @@ def empty_project(tmp_path: Path) -> Path:
     return tmp_path / "empty"
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking"]
+
+
+def require_browser() -> None:
+    """Skip a browser test when Playwright or Debian's chromium is missing; fail instead
+    where `LABELQA_REQUIRE_BROWSER` is set (CI), so they never skip there."""
+    import os
+
+    try:
+        import playwright  # noqa: F401
+        missing = None if Path(CHROMIUM).exists() else (
+            f"{CHROMIUM} not found (apt-get install chromium)")
+    except ImportError:
+        missing = "the Python playwright package is not installed"
+    if missing:
+        if os.environ.get("LABELQA_REQUIRE_BROWSER"):
+            pytest.fail(f"browser tests are required here but {missing}")
+        pytest.skip(f"browser tests skipped: {missing}")
+
+
 def run_page(path: Path | str, **params: str):
     """Run one dashboard page under Streamlit's AppTest with these URL parameters."""
     from streamlit.testing.v1 import AppTest

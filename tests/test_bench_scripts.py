@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 
 
 def test_fuzz_runs_every_importer(tmp_path: Path) -> None:
@@ -45,23 +45,9 @@ def test_fuzz_runs_every_importer(tmp_path: Path) -> None:
     assert "<!-- fuzz:start -->" in text and "| **all** | **200** |" in text
 
 
-def _browser_missing() -> str | None:
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "the Python playwright package is not installed"
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    return None
-
-
 @pytest.mark.browser
 def test_load_runs_on_the_demo(demo_project: Path, tmp_path: Path) -> None:
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("LABELQA_REQUIRE_BROWSER"):
-            pytest.fail(f"browser tests are required here but {missing}")
-        pytest.skip(f"browser test skipped: {missing}")
+    require_browser()
     out, md = tmp_path / "load.json", tmp_path / "RELIABILITY.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.load", "--project", str(demo_project),
