@@ -41,6 +41,7 @@ import jsonschema_rs
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from metrics import ingest_worker, store
 from metrics.config import ProjectConfig
@@ -126,19 +127,28 @@ def _json_kind(value: Any) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def parse_line(raw: bytes, line: int) -> Record | Bad:
-    """Parse one non-blank native line into a Record or say why it is quarantined."""
-    if len(raw) > MAX_LINE_BYTES:
-        return Bad(line, f"line is {len(raw):,} bytes, over the 16 MiB limit", _raw_text(raw))
+def _bad_utf8(raw: bytes, line: int) -> Bad | None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Bad(line, f"invalid UTF-8 at byte {exc.start}", _raw_text(raw))
+    return None
+
+
+def parse_line(raw: bytes, line: int) -> Record | Bad:
+    """Parse one non-blank native line into a Record or say why it is quarantined."""
+    if len(raw) > MAX_LINE_BYTES:
+        return Bad(line, f"line is {len(raw):,} bytes, over the 16 MiB limit", _raw_text(raw))
+    # orjson rejects invalid UTF-8 itself, so the decode that names the byte runs only
+    # for a line that fails.
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_exceeds(raw, MAX_DEPTH):
-        return Bad(line, f"JSON nested deeper than {MAX_DEPTH} levels", _raw_text(raw))
+        return _bad_utf8(raw, line) or Bad(line, f"JSON nested deeper than {MAX_DEPTH} "
+                                           "levels", _raw_text(raw))
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if (bad := _bad_utf8(raw, line)) is not None:
+            return bad
         reason = f"not valid JSON: {exc}"
         try:
             # Python's json accepts NaN/Infinity; orjson (RFC 8259) does not.
@@ -331,8 +341,9 @@ class Checker:
         """Check one record; its rows go to `batch` under the chunk-local key `idx`.
 
         Returns why it is quarantined, or the entry `ExportState.admit` takes: (line,
-        idx, annotation_id, content hash, item_id, width, height, role, boxes, errors,
-        policy errors).
+        annotation_id, content hash, item_id, (width, height) or None, role, boxes,
+        contract errors, policy errors). `idx` is the record's position among the
+        chunk's entries.
         """
         obj = rec.obj
         placed = []
@@ -432,8 +443,9 @@ class Checker:
             violations = check_fields(self.config.policy, fields, box_labels,
                                       labels=self.labels)
         n_err = sum(1 for v in violations if v.severity == "error")
-        entry = (rec.line, idx, ann_id, chash, item_id, width, height, role, n_boxes,
-                 errors, n_err)
+        entry = (rec.line, ann_id, chash, item_id,
+                 (width, height) if width is not None else None, role, n_boxes, errors,
+                 n_err)
         if batch is None:
             return entry
 
@@ -462,21 +474,38 @@ class Checker:
 
 @dataclass
 class Chunk:
-    """Consecutive events of one file, checked: an entry per record in line order (the
-    tuple `Checker.prepare` returns, or a Bad) and, when building, their rows as Arrow
-    tables keyed by chunk-local index."""
-    entries: list = field(default_factory=list)
+    """Consecutive events of one file, checked.
+
+    The records to load are kept by column, in line order (`Checker.prepare`'s entry,
+    transposed: a column per field, the record's position is its chunk-local key), so
+    that `ExportState.admit` can take a whole chunk with set and dict operations. `bad`
+    holds (line, reason) of each quarantined record; when building, `tables` holds the
+    rows as Arrow tables keyed by chunk-local position.
+    """
+    lines: tuple = ()
+    ann_ids: tuple = ()
+    hashes: tuple = ()
+    item_ids: tuple = ()
+    sizes: tuple = ()           # (width, height), or None when the image has no size
+    roles: tuple = ()
+    n_boxes: tuple = ()
+    errors: dict = field(default_factory=dict)   # position -> contract errors, where any
+    n_policy_errors: tuple = ()
+    bad: list = field(default_factory=list)
     records: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_records: int = 0
     any_object: bool = False
     tables: dict[str, pa.Table] | None = None
 
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
 
 def check_events(checker: Checker, events: Iterable[Event], build: bool) -> Chunk:
     batch = _Batch() if build else None
     ch = Chunk()
-    idx = 0
+    good: list[tuple] = []
     for event in events:
         if isinstance(event, Skip):
             ch.skipped[event.kind] += event.count
@@ -487,15 +516,18 @@ def check_events(checker: Checker, events: Iterable[Event], build: bool) -> Chun
         ch.records += 1
         if isinstance(event, Record):
             ch.any_object = True
-            out = checker.prepare(event, idx, batch)
+            out = checker.prepare(event, len(good), batch)
             if not isinstance(out, Bad):
-                ch.entries.append(out)
-                idx += 1
+                good.append(out)
                 continue
             event = out
-        ch.entries.append(Bad(event.line, event.reason, ""))  # the raw text goes in rows
+        ch.bad.append((event.line, event.reason))
         if batch is not None:
             batch.bad.append((0, event.line, event.reason, event.raw))
+    if good:
+        (ch.lines, ch.ann_ids, ch.hashes, ch.item_ids, ch.sizes, ch.roles, ch.n_boxes,
+         errors, ch.n_policy_errors) = zip(*good, strict=True)
+        ch.errors = {i: e for i, e in enumerate(errors) if e}
     if batch is not None:
         ch.tables = batch.tables()
     return ch
@@ -518,63 +550,106 @@ class ExportState:
         fs.records += ch.records
         fs.skipped.update(ch.skipped)
         fs.skipped_records += ch.skipped_records
-        seen, items, new_items = self.seen, self.items, self.new_items
-        keys: list[int] = []           # per record of the chunk: its key, -1 if dropped
-        added: list[tuple] = []        # (idx, pointer, instance, keyword, message)
-        roles: Counter = Counter()
-        loaded = boxes = with_errors = with_policy = 0
-        for e in ch.entries:
-            if type(e) is not tuple:
-                fs.quarantined += 1
-                if len(fs.quarantine_examples) < EXAMPLES_KEPT:
-                    fs.quarantine_examples.append((e.line, e.reason))
+        fs.quarantined += len(ch.bad)
+        room = EXAMPLES_KEPT - len(fs.quarantine_examples)
+        if room > 0:
+            fs.quarantine_examples.extend(ch.bad[:room])
+        n = len(ch)
+        first = self._first_sizes(ch) if n else {}
+        if first is None:   # a repeated id or a size conflict: record by record
+            keys, added = self._admit_each(ch, fs, next_key)
+        else:
+            keys, added = np.arange(next_key, next_key + n, dtype=np.int64), []
+            self.seen.update(zip(ch.ann_ids, zip(ch.hashes, ch.lines, strict=True),
+                                 strict=True))
+            for item_id, (size, pos) in first.items():
+                if item_id not in self.items:
+                    self.items[item_id] = size
+                    self.new_items[item_id] = (*size, next_key + pos)
+            fs.loaded += n
+            fs.boxes += sum(ch.n_boxes)
+            fs.by_role.update(ch.roles)
+            self._count_errors(ch, fs, ch.errors)
+            fs.policy_error_annotations += n - ch.n_policy_errors.count(0)
+        after = next_key + int((keys >= 0).sum())
+        if ch.tables is None:
+            return None, after
+        return _rekey(ch.tables, keys, added), after
+
+    def _first_sizes(self, ch: Chunk) -> dict | None:
+        """Each sized item's (first size, first position) when no id of the chunk repeats
+        (within it or an earlier one) and no item's size conflicts; None otherwise."""
+        ids = ch.ann_ids
+        if len(set(ids)) != len(ids) or not self.seen.keys().isdisjoint(ids):
+            return None
+        first: dict = {}
+        for pos, item_id, size in zip(range(len(ids)), ch.item_ids, ch.sizes, strict=False):
+            if size is None:
                 continue
-            line, idx, ann_id, chash, item_id, width, height, role, n_boxes, errors, n_err = e
+            got = first.get(item_id)
+            if got is None:
+                known = self.items.get(item_id)
+                if known is not None and known != size:
+                    return None
+                first[item_id] = (size, pos)
+            elif got[0] != size:
+                return None
+        return first
+
+    @staticmethod
+    def _count_errors(ch: Chunk, fs: FileSummary, errors: dict) -> None:
+        fs.schema_error_annotations += len(errors)
+        for pos in sorted(errors):
+            for pointer, _inst, keyword, message in errors[pos]:
+                fs.errors_by[(pointer, keyword)] += 1
+                if len(fs.error_examples) < EXAMPLES_KEPT:
+                    fs.error_examples.append((ch.lines[pos], pointer, keyword, message))
+
+    def _admit_each(self, ch: Chunk, fs: FileSummary, next_key: int,
+                    ) -> tuple[np.ndarray, list[tuple]]:
+        """Record by record, in line order: duplicates dropped (key -1), repeated ids and
+        image size conflicts added as contract errors."""
+        seen, items, new_items = self.seen, self.items, self.new_items
+        keys = np.full(len(ch), -1, dtype=np.int64)
+        added: list[tuple] = []        # (position, pointer, instance, keyword, message)
+        errors: dict[int, list] = {}
+        for pos, (line, ann_id, chash, item_id, size) in enumerate(zip(
+                ch.lines, ch.ann_ids, ch.hashes, ch.item_ids, ch.sizes, strict=True)):
             more = None
             prev = seen.get(ann_id)
             if prev is not None:
                 if prev[0] == chash:
                     fs.duplicates += 1
-                    keys.append(-1)
                     continue
                 more = [("/annotation_id", "/annotation_id", "uniqueId",
                          f"annotation_id {ann_id!r} repeats line {prev[1]} with "
                          "different content")]
             seen[ann_id] = (chash, line)
-            if width is not None:
+            if size is not None:
                 known = items.get(item_id)
                 if known is None:
-                    items[item_id] = (width, height)
-                    new_items[item_id] = (width, height, next_key)
-                elif known != (width, height):
+                    items[item_id] = size
+                    new_items[item_id] = (*size, int(next_key))
+                elif known != size:
                     more = (more or []) + [(
                         "/image", "/image", "imageSize",
-                        f"image is {width:g}x{height:g} but item {item_id!r} was first "
+                        f"image is {size[0]:g}x{size[1]:g} but item {item_id!r} was first "
                         f"ingested at {known[0]:g}x{known[1]:g}")]
-            keys.append(next_key)
+            keys[pos] = next_key
             next_key += 1
-            loaded += 1
-            boxes += n_boxes
-            roles[role] += 1
+            fs.loaded += 1
+            fs.boxes += ch.n_boxes[pos]
+            fs.by_role[ch.roles[pos]] += 1
+            if ch.n_policy_errors[pos]:
+                fs.policy_error_annotations += 1
+            own = ch.errors.get(pos)
             if more:
-                added.extend((idx, *m) for m in more)
-                errors = errors + more
-            if errors:
-                with_errors += 1
-                for pointer, _inst, keyword, message in errors:
-                    fs.errors_by[(pointer, keyword)] += 1
-                    if len(fs.error_examples) < EXAMPLES_KEPT:
-                        fs.error_examples.append((line, pointer, keyword, message))
-            if n_err:
-                with_policy += 1
-        fs.loaded += loaded
-        fs.boxes += boxes
-        fs.by_role.update(roles)
-        fs.schema_error_annotations += with_errors
-        fs.policy_error_annotations += with_policy
-        if ch.tables is None:
-            return None, next_key
-        return _rekey(ch.tables, np.array(keys, dtype=np.int64), added), next_key
+                added.extend((pos, *m) for m in more)
+                own = (own or []) + more
+            if own:
+                errors[pos] = own
+        self._count_errors(ch, fs, errors)
+        return keys, added
 
 
 def _rekey(tables: dict[str, pa.Table], keys: np.ndarray, added: list[tuple],
@@ -1150,22 +1225,24 @@ def _move(con: duckdb.DuckDBPyConnection, st: _Staged, lock_wait_s: float) -> in
         "SELECT coalesce(max(export_id), 0) + 1 FROM exports").fetchall()[0][0]
     base = con.execute(
         "SELECT coalesce(max(ann_key), 0) FROM annotations").fetchall()[0][0]
-    for tname in store.TABLES:
-        if tname == "quarantine":
-            expr, params = "$eid AS export_id", {"eid": export_id}
-        elif tname == "annotations":
-            expr = "ann_key + $base AS ann_key, $eid AS export_id"
-            params = {"eid": export_id, "base": base}
-        else:
-            expr, params = "ann_key + $base AS ann_key", {"base": base}
-        with pa.memory_map(str(st.stage_path / f"{tname}.arrow")) as source:
-            staged_rows = pa.ipc.open_file(source).read_all()  # noqa: F841 - read by name
-            con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{tname} AS "
-                        f"SELECT * REPLACE ({expr}) FROM staged_rows", params)
-            del staged_rows
-    state.new_items = {k: (w, h, key + base)
-                       for k, (w, h, key) in state.new_items.items()}
-    _finalize(con, state, fs)
+    with contextlib.ExitStack() as maps:
+        # The staged files are mapped, not copied; keys shift past the stored ones and
+        # the export id is set in Arrow, so DuckDB inserts the rows as they are.
+        staged = {}
+        for tname in store.TABLES:
+            source = maps.enter_context(pa.memory_map(str(st.stage_path / f"{tname}.arrow")))
+            tbl = pa.ipc.open_file(source).read_all()
+            if tname != "quarantine":
+                tbl = _set_column(tbl, "ann_key", pc.add(tbl.column("ann_key"), base))
+            if tname in ("annotations", "quarantine"):
+                tbl = _set_column(tbl, "export_id",
+                                  pa.array(np.full(tbl.num_rows, export_id, np.int32)))
+            staged[tname] = tbl
+        try:
+            _finalize(con, state, fs, base, staged)
+        finally:
+            for tname in staged:
+                con.unregister(f"stage_{tname}")
     paths = (st.path, *st.merged)
     con.execute(
         """INSERT INTO exports BY NAME SELECT
@@ -1186,14 +1263,20 @@ def _move(con: duckdb.DuckDBPyConnection, st: _Staged, lock_wait_s: float) -> in
          "by_role": json.dumps(dict(fs.by_role)),
          "staged": st.staged_s, "wait": lock_wait_s},
     )
-    for tname in store.TABLES:
-        con.execute(f"DROP TABLE IF EXISTS stage_{tname}")
     return export_id
 
 
-def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummary) -> None:
+def _set_column(tbl: pa.Table, name: str, values: Any) -> pa.Table:
+    return tbl.set_column(tbl.schema.get_field_index(name), name, values)
+
+
+def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummary,
+              base: int, staged: dict[str, pa.Table]) -> None:
     """Move staged rows into the store: drop duplicates of stored annotations, number
-    versions, flip `is_current`, register new items."""
+    versions, flip `is_current`, register new items (their staged first keys shifted by
+    `base`, as the rows' were). `staged` holds each table's rows with final keys."""
+    for tname, tbl in staged.items():
+        con.register(f"stage_{tname}", tbl)
     dups = con.execute(
         """CREATE OR REPLACE TEMP TABLE stage_dups AS
            SELECT s.ann_key, s.role, s.n_boxes, s.schema_errors, s.policy_errors
@@ -1216,10 +1299,11 @@ def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummar
             fs.by_role[role] -= n
             if not fs.by_role[role]:
                 del fs.by_role[role]
-        for tname in store.TABLES:
+        gone = con.sql("SELECT ann_key FROM stage_dups").to_arrow_table().column("ann_key")
+        for tname, tbl in staged.items():
             if tname != "quarantine":
-                con.execute(f"DELETE FROM stage_{tname} WHERE ann_key IN "
-                            "(SELECT ann_key FROM stage_dups)")
+                staged[tname] = tbl.filter(pc.invert(pc.is_in(tbl.column("ann_key"), gone)))
+                con.register(f"stage_{tname}", staged[tname])
     con.execute(
         """CREATE OR REPLACE TEMP TABLE stage_versions AS
            SELECT s.ann_key,
@@ -1238,20 +1322,27 @@ def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummar
         "UPDATE annotations SET is_current = false WHERE is_current AND annotation_id IN "
         "(SELECT annotation_id FROM stage_annotations)"
     )
-    con.execute(
-        """INSERT INTO annotations
-           SELECT s.* REPLACE (v.version AS version, v.is_current AS is_current)
-           FROM stage_annotations s JOIN stage_versions v USING (ann_key)
-           ORDER BY s.ann_key"""
-    )
+    # Rows go in in key order (the staged order; sorted if it were not), with their
+    # version and currency set in Arrow: no join or sort at insert.
+    ann = staged["annotations"]
+    keys = ann.column("ann_key").to_numpy()
+    if len(keys) > 1 and not bool((keys[1:] > keys[:-1]).all()):
+        ann = ann.sort_by("ann_key")
+    versions = con.sql(
+        "SELECT version, is_current FROM stage_versions ORDER BY ann_key").to_arrow_table()
+    ann = _set_column(ann, "version", versions.column("version").cast(pa.int32()))
+    ann = _set_column(ann, "is_current", versions.column("is_current"))
+    con.register("stage_annotations", ann)
+    con.execute("INSERT INTO annotations SELECT * FROM stage_annotations")
     for tname in ("boxes", "contract_errors", "violations", "quarantine"):
         con.execute(f"INSERT INTO {tname} SELECT * FROM stage_{tname}")
     if state.new_items:
+        widths, heights, keys = zip(*state.new_items.values(), strict=True)
         items_tbl = pa.table({  # noqa: F841
-            "item_id": list(state.new_items),
-            "image_width": [v[0] for v in state.new_items.values()],
-            "image_height": [v[1] for v in state.new_items.values()],
-            "first_ann_key": [v[2] for v in state.new_items.values()],
+            "item_id": pa.array(list(state.new_items), pa.string()),
+            "image_width": pa.array(widths, pa.float64()),
+            "image_height": pa.array(heights, pa.float64()),
+            "first_ann_key": np.array(keys, dtype=np.int64) + base,
         })
         con.execute("INSERT INTO items BY NAME SELECT * FROM items_tbl "
                     "WHERE item_id NOT IN (SELECT item_id FROM items)")

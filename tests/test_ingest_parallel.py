@@ -155,3 +155,33 @@ def test_worker_count_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("LABELQA_INGEST_WORKERS", "two")
     with pytest.raises(ValueError, match="LABELQA_INGEST_WORKERS must be a whole number"):
         ingest_mod.ingest_workers(small)
+
+
+@pytest.mark.parametrize("rows", [7, 10_000])
+def test_whole_chunk_admit_matches_record_by_record(twin, monkeypatch, rows):
+    """`ExportState.admit` takes a chunk with no repeated id and no size conflict in one
+    go; what it loads and counts is what the record-by-record path gives."""
+    serial, parallel, p1, p2 = twin
+    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "0")
+    monkeypatch.setattr(ingest_mod, "BATCH_ROWS", rows)
+    real = ingest_mod.ExportState._first_sizes
+    whole = []
+
+    def counted(self, ch):
+        out = real(self, ch)
+        whole.append(out is not None)
+        return out
+
+    monkeypatch.setattr(ingest_mod.ExportState, "_first_sizes", counted)
+    s1 = serial.ingest(p1).files[0]
+    if rows == 7:
+        assert sum(whole) > len(whole) // 2   # most small chunks go in one go
+    monkeypatch.setattr(ingest_mod.ExportState, "_first_sizes", lambda self, ch: None)
+    s2 = parallel.ingest(p2).files[0]
+    a, b = s1.to_json(), s2.to_json()
+    a.pop("path"), b.pop("path")
+    assert a == b
+    assert s1.errors_by == s2.errors_by
+    assert s1.error_examples == s2.error_examples
+    assert s1.quarantine_examples == s2.quarantine_examples
+    assert _dump(serial) == _dump(parallel)
