@@ -64,3 +64,20 @@ def test_load_runs_on_the_demo(demo_project: Path, tmp_path: Path) -> None:
     assert {x["session"] for x in result["loads"]} == {0, 1}
     text = md.read_text()
     assert "<!-- load-smoke:start -->" in text and "| **all page loads** |" in text
+
+
+def test_floor_parts_runs_every_step(tmp_path: Path) -> None:
+    from bench.generate import generate_export
+
+    export = tmp_path / "native.jsonl"
+    generate_export(export, 300, seed=1)
+    out = tmp_path / "parts.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.floor_parts", str(export), "--runs", "1",
+         "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads(out.read_text())
+    assert res["lines"] == 300
+    us = list(res["us_per_line"].values())
+    assert len(us) == 6 and all(v > 0 for v in us)
+    assert "all checks and rows" in proc.stdout
