@@ -396,33 +396,39 @@ def visual_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str
 # --------------------------------------------------------------------------------------
 
 
-def visual_series(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, ci: bool = True
-                  ) -> pd.DataFrame:
+def visual_series(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, ci: bool = True,
+                  weeks: Sequence[str] | None = None) -> pd.DataFrame:
     """M3 per week, every week with data (annotations of roles annotator, reviewer or
-    gold), ascending.
+    gold), ascending; only ``weeks`` when given (a row for each, data or not).
 
     Columns: week, items, pairs, agreements, class_disagreements, presence_disagreements,
     low_overlap, disagreement_rate (NaN when undefined), and with ``ci`` the item
     bootstrap interval ci_low, ci_high.
     """
     derived.ensure(con, config)
+    # Weeks with data come from the counts the rebuild stores (`d_week_counts`); given
+    # weeks restrict the pair scan, so a window of weeks costs the same however long the
+    # history is.
     df = con.execute(
         """WITH weeks AS (
-            SELECT DISTINCT week FROM annotations
-            WHERE is_current AND role IN ('annotator', 'reviewer', 'gold')
-            UNION SELECT DISTINCT week FROM d_pairs),
+            SELECT week FROM d_week_counts WHERE $weeks IS NULL
+            UNION SELECT DISTINCT week FROM d_pairs WHERE $weeks IS NULL
+            UNION SELECT unnest($weeks::VARCHAR[])),
         c AS (SELECT week, count(DISTINCT item_id) AS items, count(*) AS pairs,
                      sum(agreements) AS agreements,
                      sum(class_disagreements) AS class_disagreements,
                      sum(presence_disagreements) AS presence_disagreements,
                      sum(low_overlap) AS low_overlap
-              FROM d_pairs WHERE NOT reference GROUP BY week)
+              FROM d_pairs
+              WHERE NOT reference AND ($weeks IS NULL OR list_contains($weeks, week))
+              GROUP BY week)
         SELECT w.week, coalesce(items, 0) AS items, coalesce(pairs, 0) AS pairs,
                coalesce(agreements, 0) AS agreements,
                coalesce(class_disagreements, 0) AS class_disagreements,
                coalesce(presence_disagreements, 0) AS presence_disagreements,
                coalesce(low_overlap, 0) AS low_overlap
-        FROM weeks w LEFT JOIN c USING (week) ORDER BY w.week"""
+        FROM weeks w LEFT JOIN c USING (week) ORDER BY w.week""",
+        {"weeks": None if weeks is None else list(weeks)},
     ).df()
     for col in df.columns[1:]:
         df[col] = df[col].astype("int64")

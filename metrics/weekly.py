@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 
 import duckdb
 import numpy as np
@@ -530,12 +531,12 @@ def _chart_columns(df: pd.DataFrame, prefix: str, events: str, units: str) -> No
     df[f"{prefix}_swing"] = pd.Series(chart.swing, index=df.index, dtype=object)
 
 
-def _visual_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, ci: bool = True
-                   ) -> pd.DataFrame:
+def _visual_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, ci: bool = True,
+                   weeks: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-week M3 counts from :func:`metrics.visual.visual_series`, indexed by week, with
     ``visual_errors`` (class + presence), ``visual_units`` (+ agreements) and the item
     bootstrap bounds as ``visual_ci_low`` / ``visual_ci_high``."""
-    vs = visual_series(con, config, ci=ci).drop(columns=["disagreement_rate"])
+    vs = visual_series(con, config, ci=ci, weeks=weeks).drop(columns=["disagreement_rate"])
     vs = vs.rename(columns={"ci_low": "visual_ci_low", "ci_high": "visual_ci_high"})
     vs["visual_errors"] = vs["class_disagreements"] + vs["presence_disagreements"]
     vs["visual_units"] = vs["agreements"] + vs["visual_errors"]
@@ -585,7 +586,7 @@ def series(con: duckdb.DuckDBPyConnection, config: ProjectConfig, *, last: int |
     _chart_columns(df, "schema", "schema_errors", "annotations")
     _chart_columns(df, "policy", "policy_errors", "annotations")
     if visual:
-        vs = _visual_counts(con, config, ci=ci).reindex(week_list)
+        vs = _visual_counts(con, config, ci=ci, weeks=week_list).reindex(week_list)
         counts = [c for c in vs.columns if not c.startswith("visual_ci_")]
         vs[counts] = vs[counts].fillna(0).astype("int64")
         df = df.join(vs, on="week")

@@ -11,6 +11,7 @@ import unicodedata
 
 import krippendorff
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import CONFIG, record
 from rapidfuzz.distance import Levenshtein
@@ -789,3 +790,19 @@ def test_refresh_keeps_the_intervals_of_unchanged_weeks(project, open_con, monke
     fresh = derived.week_intervals(con, project.config)
     assert stored == sorted(r[:-1] for r in fresh)
     assert {r[0] for r in stored} == {"2026-W02", "2026-W03"}
+
+
+def test_visual_series_of_given_weeks_is_the_full_series_cut(project, open_con):
+    """A window of weeks (what the overview's sparkline asks for) gives the full
+    series' rows for those weeks, and zero rows for a week without pairs."""
+    project.ingest(project.write("r.jsonl", random_records(4, [W2, W3])))
+    con = open_con(project)
+    config = project.config
+    full = visual.visual_series(con, config).set_index("week")
+    assert list(full.index) == ["2026-W02", "2026-W03"]
+    part = visual.visual_series(con, config, weeks=["2026-W03", "2026-W09"]).set_index("week")
+    assert list(part.index) == ["2026-W03", "2026-W09"]
+    pd.testing.assert_series_equal(part.loc["2026-W03"], full.loc["2026-W03"])
+    empty = part.loc["2026-W09"]
+    assert (empty["items"], empty["pairs"], empty["agreements"]) == (0, 0, 0)
+    assert np.isnan(empty["disagreement_rate"]) and np.isnan(empty["ci_low"])
