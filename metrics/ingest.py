@@ -255,6 +255,8 @@ def derive_annotation_id(item_id: str, annotator_id: str, submitted_at: str) -> 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICROSECOND = dt.timedelta(microseconds=1)
+_QUARTER = dt.timedelta(minutes=15)
+_QUARTER_US = 15 * 60 * 1_000_000
 
 
 def iso_week(ts: dt.datetime, tz: ZoneInfo) -> str:
@@ -318,8 +320,27 @@ class Checker:
     def __init__(self, config: ProjectConfig):
         self.config = config
         self.tz = config.tz
+        self._weeks: dict[int, str] = {}    # quarter hour since the epoch -> ISO week
         self.validator = jsonschema_rs.Draft202012Validator(config.contract_schema())
         self.labels = config.labels
+
+    def _week(self, ts: dt.datetime, us: int) -> str:
+        """`iso_week(ts)`, remembered per UTC quarter hour. Offsets are whole quarter
+        hours, so local midnight falls on a quarter-hour boundary and the quarter hour
+        has one local date, unless the offset changes inside it (or is not a whole
+        quarter hour: some zones before 1980); such a quarter hour is not remembered."""
+        quarter = us // _QUARTER_US
+        week = self._weeks.get(quarter)
+        if week is None:
+            week = iso_week(ts, self.tz)
+            start = _EPOCH + dt.timedelta(microseconds=quarter * _QUARTER_US)
+            before = start.astimezone(self.tz).utcoffset()
+            after = (start + _QUARTER - _MICROSECOND).astimezone(self.tz).utcoffset()
+            if before == after and before % _QUARTER == dt.timedelta(0):
+                if len(self._weeks) >= 100_000:   # timestamps spread over centuries
+                    self._weeks.clear()
+                self._weeks[quarter] = week
+        return week
 
     # The returned list holds (pointer, instance, keyword, message).
     def contract_errors(self, obj: dict) -> list[tuple[str, str, str, str]]:
@@ -406,7 +427,9 @@ class Checker:
             for i, box in enumerate(boxes):
                 if not isinstance(box, dict):
                     continue
-                label = box.get("label") if isinstance(box.get("label"), str) else None
+                label = box.get("label")
+                if not isinstance(label, str):
+                    label = None
                 bbox = box.get("bbox")
                 x = y = w = h = None
                 matchable = False
@@ -434,8 +457,8 @@ class Checker:
                 if batch is not None:
                     attrs = box.get("attributes")
                     batch.box.append((idx, i, label, x, y, w, h,
-                                      orjson.dumps(attrs).decode() if attrs is not None
-                                      else None, matchable))
+                                      orjson.dumps(attrs) if attrs is not None else None,
+                                      matchable))
 
         fields = obj.get("fields")
         violations = []
@@ -451,15 +474,16 @@ class Checker:
 
         gv = obj.get("guideline_version")
         rb = obj.get("reviewed_by")
+        us = (submitted - _EPOCH) // _MICROSECOND
         draft = obj.get("draft")
         batch.ann.append((
             idx, ann_id, 1, True, 0, rec.line, item_id, annotator_id, role,
-            (submitted - _EPOCH) // _MICROSECOND, iso_week(submitted, self.tz),
+            us, self._week(submitted, us),
             gv if isinstance(gv, str) else None, uri, width, height, flags["prefilled"],
             flags["reviewed"], rb if isinstance(rb, str) else None,
-            orjson.dumps(fields).decode() if isinstance(fields, dict) else None,
-            orjson.dumps(draft).decode() if draft is not None else None,
-            orjson.dumps(rec.original).decode() if rec.original is not None else None,
+            orjson.dumps(fields) if isinstance(fields, dict) else None,
+            orjson.dumps(draft) if draft is not None else None,
+            orjson.dumps(rec.original) if rec.original is not None else None,
             chash, n_boxes,
             len(errors),   # ExportState.admit adds the errors only it can tell
             n_err, len(violations) - n_err,

@@ -407,3 +407,40 @@ def test_unusable_file_after_good_ones_keeps_those(project):
     con = project.connect()
     assert con.execute("SELECT name FROM exports").fetchall() == [("good.jsonl",)]
     con.close()
+
+
+_ZONES = ["UTC", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu",
+          "Africa/Monrovia", "Europe/Dublin", "Pacific/Chatham", "America/St_Johns"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(zone=st.sampled_from(_ZONES),
+       stamps=st.lists(st.integers(min_value=-2_500_000_000_000_000,  # 1890
+                                   max_value=4_200_000_000_000_000),  # 2103
+                       min_size=1, max_size=20),
+       jitter=st.integers(min_value=0, max_value=59_999_999))
+def test_remembered_weeks_are_the_computed_ones(zone, stamps, jitter):
+    """`Checker._week` (remembered per quarter hour) is `iso_week` itself, around
+    midnights, DST changes, half- and quarter-hour offsets and the odd offsets of old
+    local mean times; the same checker serves every timestamp, so remembered quarter
+    hours are reused."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    checker = ingest_mod.Checker.__new__(ingest_mod.Checker)
+    checker.tz, checker._weeks = tz, {}
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    minute = 60 * 10**6
+    points = list(stamps)
+    for us in stamps:
+        # Both sides of the midnight that starts the stamp's ISO week (local time),
+        # within one quarter hour.
+        local = (epoch + dt.timedelta(microseconds=us)).astimezone(tz)
+        midnight = (local - dt.timedelta(days=local.weekday())).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        m = int((midnight - epoch) / dt.timedelta(microseconds=1))
+        points += [m + k * minute + jitter for k in (-16, -15, -9, -2, -1, 0, 1, 2, 9, 15)]
+    for us in points:
+        ts = epoch + dt.timedelta(microseconds=us)
+        assert checker._week(ts, us) == ingest_mod.iso_week(ts, tz), (zone, ts)
