@@ -261,7 +261,7 @@ _QUARTER_US = 15 * 60 * 1_000_000
 
 def iso_week(ts: dt.datetime, tz: ZoneInfo) -> str:
     year, week, _ = ts.astimezone(tz).isocalendar()
-    return f"{year}-W{week:02d}"
+    return f"{year:04d}-W{week:02d}"   # as `metrics.weekly.week_of` writes it
 
 
 def parse_timestamp(value: str, tz: ZoneInfo) -> dt.datetime:
@@ -334,8 +334,11 @@ class Checker:
         if week is None:
             week = iso_week(ts, self.tz)
             start = _EPOCH + dt.timedelta(microseconds=quarter * _QUARTER_US)
-            before = start.astimezone(self.tz).utcoffset()
-            after = (start + _QUARTER - _MICROSECOND).astimezone(self.tz).utcoffset()
+            try:
+                before = start.astimezone(self.tz).utcoffset()
+                after = (start + _QUARTER - _MICROSECOND).astimezone(self.tz).utcoffset()
+            except OverflowError:   # the quarter hour reaches past year 1 or 9999
+                return week
             if before == after and before % _QUARTER == dt.timedelta(0):
                 if len(self._weeks) >= 100_000:   # timestamps spread over centuries
                     self._weeks.clear()
@@ -379,9 +382,14 @@ class Checker:
         item_id, annotator_id, submitted_raw = placed
         try:
             submitted = parse_timestamp(submitted_raw, self.tz)
+            us = (submitted - _EPOCH) // _MICROSECOND
+            week = self._week(submitted, us)
         except ValueError:
             return Bad(rec.line, f"'submitted_at' is not an ISO 8601 date: "
                        f"{_short(submitted_raw)}", _dump(obj))
+        except OverflowError:  # e.g. year 1 or 9999 moved across a day by the time zone
+            return Bad(rec.line, f"'submitted_at' {_short(submitted_raw)} is out of the "
+                       f"date range in the project's time zone ({self.tz})", _dump(obj))
 
         errors = self.contract_errors(obj)
 
@@ -474,11 +482,10 @@ class Checker:
 
         gv = obj.get("guideline_version")
         rb = obj.get("reviewed_by")
-        us = (submitted - _EPOCH) // _MICROSECOND
         draft = obj.get("draft")
         batch.ann.append((
             idx, ann_id, 1, True, 0, rec.line, item_id, annotator_id, role,
-            us, self._week(submitted, us),
+            us, week,
             gv if isinstance(gv, str) else None, uri, width, height, flags["prefilled"],
             flags["reviewed"], rb if isinstance(rb, str) else None,
             orjson.dumps(fields) if isinstance(fields, dict) else None,

@@ -444,3 +444,31 @@ def test_remembered_weeks_are_the_computed_ones(zone, stamps, jitter):
     for us in points:
         ts = epoch + dt.timedelta(microseconds=us)
         assert checker._week(ts, us) == ingest_mod.iso_week(ts, tz), (zone, ts)
+
+
+def test_dates_at_the_ends_of_the_range_are_quarantined_not_a_crash(project):
+    """Year 1 and year 9999 stamps that the project's time zone (or their own offset)
+    moves out of Python's date range: a quarantined line with the reason, in a dry run
+    and in an ingest alike."""
+    toml = project.root / "labelqa.toml"
+    toml.write_text(toml.read_text().replace('timezone = "UTC"',
+                                             'timezone = "Pacific/Kiritimati"'))
+    path = project.write("edges.jsonl", [
+        record(item="a", when="0001-01-01T00:00:00Z"),         # local: before year 1
+        record(item="b", when="0001-01-01T00:00:00+01:00"),    # UTC: before year 1
+        record(item="c", when="9999-12-31T23:00:00Z"),         # local: after 9999
+        record(item="d", when="0999-06-01T10:00:00Z"),
+    ])
+    dry = check_files(project.config, [path], progress=False).files[0]
+    fs = project.ingest(path).files[0]
+    for s in (dry, fs):
+        assert (s.records, s.loaded, s.quarantined) == (4, 1, 3)
+        reasons = dict(s.quarantine_examples)
+        assert set(reasons) == {1, 2, 3}
+        assert all("out of the date range" in r for r in reasons.values()), reasons
+    assert "Pacific/Kiritimati" in reasons[1]
+    con = project.connect()
+    try:   # a year before 1000 gets the week label the weekly pages read
+        assert con.execute("SELECT week FROM annotations").fetchall() == [("0999-W22",)]
+    finally:
+        con.close()
