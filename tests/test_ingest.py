@@ -472,3 +472,42 @@ def test_dates_at_the_ends_of_the_range_are_quarantined_not_a_crash(project):
         assert con.execute("SELECT week FROM annotations").fetchall() == [("0999-W22",)]
     finally:
         con.close()
+
+
+@pytest.fixture(scope="module")
+def any_zone_checkers(tmp_path_factory):
+    """A Checker of the test project per time zone (zones of every kind of offset)."""
+    import dataclasses
+
+    from conftest import CONFIG, CONTRACT, Project
+
+    root = tmp_path_factory.mktemp("zones")
+    (root / "labelqa.toml").write_text(CONFIG, encoding="utf-8")
+    (root / "contract.schema.json").write_text(json.dumps(CONTRACT), encoding="utf-8")
+    config = Project(root).config
+    return [ingest_mod.Checker(dataclasses.replace(config, timezone=z))
+            for z in _ZONES + ["Pacific/Kiritimati", "Pacific/Niue"]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(when=st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat(timespec="microseconds")),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat(sep=" ")),
+    st.text(max_size=30)),
+    pick=st.integers(min_value=0, max_value=9))
+def test_any_submitted_at_is_loaded_or_quarantined(any_zone_checkers, when, pick):
+    """Whatever `submitted_at` holds, in whatever project time zone: the record is
+    loaded (with a week label the weekly code reads) or quarantined with a reason."""
+    from metrics.weekly import parse_week
+
+    checker = any_zone_checkers[pick % len(any_zone_checkers)]
+    batch = ingest_mod._Batch()
+    out = checker.prepare(ingest_mod.Record(1, record(when=when)), 0, batch)
+    if isinstance(out, ingest_mod.Bad):
+        assert "submitted_at" in out.reason
+        assert not batch.ann
+    else:
+        (row,) = batch.ann
+        week = row[10]
+        assert parse_week(week) == week
