@@ -32,12 +32,12 @@ amber, red = config.threshold("schema_error_rate")
 # -- the week's number and its trend ------------------------------------------------------
 head, chart = st.columns([1, 3])
 with head:
-    st.metric(f"{ui.STATUS_ICON.get(sw['status'], '⚪')} Schema error rate, {week}",
+    st.metric(f"{ui.STATUS_ICON.get(sw['status'], '⚪')} Schema error rate",
               ui.fmt_rate(sw["error_rate"]), border=True,
               help="Annotations with at least one contract error / annotations of roles "
                    "annotator, reviewer and gold submitted this week.")
     st.markdown(f"{ui.light(sw['status'])} · {ui.fmt_ci(sw['error_rate_ci'])}")
-    st.caption(f"{sw['with_errors']:,} of {sw['annotations']:,} annotations · amber ≥ "
+    st.caption(f"{sw['with_errors']:,} of {sw['annotations']:,} annotations in {week} · amber ≥ "
                f"{ui.fmt_rate(amber)} · red ≥ {ui.fmt_rate(red)}")
     if sw["reason"]:
         st.caption(ui.md_escape(sw["reason"]))

@@ -64,14 +64,14 @@ if not config.policy:
 # -- the week's number and its trend ------------------------------------------------------
 head, chart = st.columns([1, 3])
 with head:
-    st.metric(f"{ui.STATUS_ICON.get(pw['status'], '⚪')} Violation rate, {week}",
+    st.metric(f"{ui.STATUS_ICON.get(pw['status'], '⚪')} Violation rate",
               ui.fmt_rate(pw["violation_rate"]), border=True,
               help="Annotations with at least one violation of an `error` rule / "
                    "annotations of roles annotator, reviewer and gold this week. "
                    "`warning` rules are listed but do not count.")
     st.markdown(f"{ui.light(pw['status'])} · "
                 f"{ui.fmt_ci(pw['violation_rate_ci'])}")
-    st.caption(f"{pw['with_violations']:,} of {pw['annotations']:,} annotations · "
+    st.caption(f"{pw['with_violations']:,} of {pw['annotations']:,} annotations in {week} · "
                f"{pw['with_warnings']:,} with warnings (not counted) · amber ≥ "
                f"{ui.fmt_rate(amber)} · red ≥ {ui.fmt_rate(red)}")
     if pw["reason"]:

@@ -188,3 +188,32 @@ def test_hostile_text_runs_no_script(browser, hostile_server, name):
             assert "<img src=x onerror=alert(1)>" in text  # shown, as text
     finally:
         page.close()
+
+
+def test_sidebar_links_keep_the_week(browser, server):
+    """The page list in the sidebar names every page (no "app") and a click keeps the
+    week picked on the page before."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{server}/?week=2026-W40")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        names = sidebar.locator('[data-testid="stPageLink"]').all_inner_texts()
+        assert [n.split(maxsplit=1)[-1] for n in names][:2] == ["Weekly overview",
+                                                               "Schema errors"]
+        assert not any(n.strip().endswith("app") for n in names)
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # Streamlit's own
+        picker = page.get_by_role("combobox", name="ISO week")
+        picker.click()
+        page.get_by_role("option", name="2026-W37").click()
+        page.wait_for_function("() => location.search.includes('week=2026-W37')",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)
+        sidebar.get_by_role("link", name="Schema errors").click()
+        page.wait_for_function("() => location.pathname.endsWith('/Schema_errors')",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)
+        _assert_no_exception(page, "schema via the sidebar")
+        assert "week=2026-W37" in page.url
+        assert page.get_by_role("combobox", name="ISO week").input_value() == "2026-W37"
+    finally:
+        page.close()

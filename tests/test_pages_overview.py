@@ -153,7 +153,7 @@ def test_schema_page_numbers_and_examples(demo):
     no_exception(at)
     sw = query(demo, weekly.schema_week, "2026-W36")
     rep = query(demo, build_report, "2026-W36")
-    assert metric(at, "Schema error rate, 2026-W36").value == fmt_rate(
+    assert metric(at, "Schema error rate").value == fmt_rate(
         rep["schema"]["error_rate"])
     examples = frame(at, "details")
     assert len(examples) == sw["with_errors"]
@@ -202,7 +202,7 @@ def test_policy_page_numbers_and_highlighted_examples(demo):
     at = app("policy", week="2026-W36")
     no_exception(at)
     rep = query(demo, build_report, "2026-W36")
-    assert metric(at, "Violation rate, 2026-W36").value == fmt_rate(
+    assert metric(at, "Violation rate").value == fmt_rate(
         rep["policy"]["violation_rate"])
     md = texts(at)
     assert ":red-background[**Toyota**]" in md            # the offending brand
@@ -315,3 +315,36 @@ def test_csv_download_neutralizes_formulas():
     text = overview.csv_bytes(df).decode()
     assert "'=HYPERLINK" in text and "'+1" in text and "'@x" in text
     assert "\nplain," in text
+
+
+@pytest.mark.parametrize("page", [p for p, _, _ in __import__(
+    "pages.common.ui", fromlist=["PAGES"]).PAGES])
+def test_every_page_lists_every_page_by_name(demo, page):
+    """The sidebar's page list (Streamlit's own would call the overview "app"): every
+    page by its name, from every page, each link carrying the week on view."""
+    from pages.common.ui import PAGES as NAV
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["week"] = "2026-W40"
+    at.run()
+    if page != "app.py":
+        at.switch_page(page)   # AppTest drops the URL here: the page shows its default
+        at.run()
+    no_exception(at)
+    links = [e.proto for e in at.sidebar.get("page_link")]
+    assert [link.label for link in links] == [label for _, label, _ in NAV]
+    expected = "2026-W40" if page == "app.py" else None
+    if page != "pages/7_Data.py":
+        shown = expected or at.selectbox(key="week_picker").value
+        assert {link.query_string for link in links} == {f"week={shown}"}
+
+
+def test_a_malformed_week_in_the_url_is_not_passed_on(demo):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/7_Data.py")
+    at.query_params["week"] = "2026-W40\"><script>"
+    at.run()
+    no_exception(at)
+    links = [e.proto for e in at.sidebar.get("page_link")]
+    assert links and {link.query_string for link in links} == {""}

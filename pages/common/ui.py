@@ -289,11 +289,58 @@ def status_badge(status: str | None) -> str:
     return f"{STATUS_ICON.get(status, '⚪')} {STATUS_WORD.get(status, status)}"
 
 
-def page_header(title: str, caption: str) -> ProjectConfig:
+# The sidebar's page list (Streamlit's own is off in .streamlit/config.toml: it would
+# name the overview after its file, "app").
+PAGES = (
+    ("app.py", "Weekly overview", "📊"),
+    ("pages/1_Schema_errors.py", "Schema errors", "🧾"),
+    ("pages/2_Text_policy.py", "Text policy", "✍️"),
+    ("pages/3_Visual_agreement.py", "Visual agreement", "🔲"),
+    ("pages/4_Item_drilldown.py", "Item drill-down", "🔍"),
+    ("pages/5_Trends_and_guidelines.py", "Trends and guidelines", "📈"),
+    ("pages/6_Annotators.py", "Annotators", "👥"),
+    ("pages/7_Data.py", "Data", "🗂️"),
+)
+
+
+def _nav(slot: Any, week: str | None, *, rule: bool = True) -> None:
+    """The page list; each link keeps the week on view. `rule`: a line under it, above
+    the page's own sidebar widgets."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    params = {"week": week} if week else None
+    with slot:
+        for path, label, icon in PAGES:
+            try:
+                st.page_link(path, label=label, icon=icon, query_params=params)
+            except StreamlitPageNotFoundError:
+                # Only when a page runs as its own entry point (a test): the paths are
+                # relative to app.py, which `labelqa dashboard` always runs.
+                continue
+        if rule:
+            st.divider()
+
+
+def _header(title: str, caption: str) -> tuple[ProjectConfig, Any]:
     st.set_page_config(page_title=f"labelqa · {title}", page_icon="🏷️", layout="wide")
+    slot = st.sidebar.container()   # filled once the week is known
     config = project()
     st.title(title)
     st.caption(f"Project **{md_escape(config.name)}** · {caption}")
+    return config, slot
+
+
+def page_header(title: str, caption: str) -> ProjectConfig:
+    """The top of a page without a week: title, caption and the page list (its links
+    keep the week of the URL, if any)."""
+    from metrics.weekly import parse_week
+
+    config, slot = _header(title, caption)
+    try:   # a week from the URL is untrusted: only a well-formed one is passed on
+        week = parse_week(st.query_params.get("week", ""))
+    except ValueError:
+        week = None
+    _nav(slot, week, rule=False)
     return config
 
 
@@ -370,9 +417,12 @@ def open_weekly_page(title: str, caption: str, *, week_label: str = "ISO week",
     and the week picker. Returns (config, weeks with data, the picked week)."""
     from metrics.overview import available_weeks
 
-    config = page_header(title, caption)
+    config, slot = _header(title, caption)
     weeks = safe_call(available_weeks) if has_data(config) else []
     if not weeks:
+        _nav(slot, None, rule=False)
         empty_project(config)
         st.stop()
-    return config, weeks, week_picker(weeks, label=week_label)
+    week = week_picker(weeks, label=week_label)
+    _nav(slot, week)
+    return config, weeks, week
