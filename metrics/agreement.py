@@ -128,13 +128,23 @@ def box_iou(a_xywh: npt.ArrayLike, b_xywh: npt.ArrayLike) -> np.ndarray:
     b = _as_xywh(b_xywh, "b_xywh")
     ax, ay, aw, ah = (a[:, k, None] for k in range(4))
     bx, by, bw, bh = (b[None, :, k] for k in range(4))
-    inter_w = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0.0, None)
-    inter_h = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0.0, None)
-    inter = inter_w * inter_h
-    valid = ((aw > 0) & (ah > 0)) & ((bw > 0) & (bh > 0))
-    union = aw * ah + bw * bh - inter
-    iou = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
-    np.divide(inter, union, out=iou, where=valid)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inter_w = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0.0, None)
+        inter_h = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0.0, None)
+        inter = inter_w * inter_h
+        valid = ((aw > 0) & (ah > 0)) & ((bw > 0) & (bh > 0))
+        union = aw * ah + bw * bh - inter
+        iou = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
+        np.divide(inter, union, out=iou, where=valid)
+    return _finite_iou(iou)
+
+
+def _finite_iou(iou: np.ndarray) -> np.ndarray:
+    """Coordinates near the float maximum overflow to inf and nan: such a pair counts as
+    not overlapping (0) rather than poisoning comparisons and the assignment."""
+    bad = ~np.isfinite(iou)
+    if bad.any():
+        iou[bad] = 0.0
     return iou
 
 

@@ -842,3 +842,20 @@ def test_p_chart_limits_clip_and_no_units():
     empty = p_chart_limits([0, 0], [0, 0])
     assert empty.center is None and empty.reason == REASON_NO_UNITS
     assert empty.swing == [None, None]
+
+
+def test_iou_of_boxes_near_the_float_maximum_is_finite():
+    """Coordinates that overflow (x + w beyond 1.8e308) give IoU 0, not nan, and no
+    numpy warning: the matching and every comparison stay defined."""
+    import warnings
+
+    from metrics.derived import _iou_elementwise
+
+    huge = np.array([[1e308, 0.0, 1.7e308, 10.0], [-1.7e308, -1.7e308, 1.7e308, 1.7e308]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = ag.box_iou(huge, huge)
+        pairwise = _iou_elementwise(huge, huge)
+    assert np.isfinite(full).all() and ((full >= 0) & (full <= 1)).all()
+    assert np.isfinite(pairwise).all()
+    assert ag.box_iou([[0, 0, 10, 10]], [[5, 0, 10, 10]])[0, 0] == pytest.approx(1 / 3)
