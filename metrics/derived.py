@@ -69,7 +69,6 @@ list whose strings are joined with spaces. Absent or null fields are missing.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import unicodedata
@@ -1261,7 +1260,6 @@ def week_intervals(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     return out
 
 
-
 def _week_kind_rows(con, kinds: Sequence[tuple[str, str]], n_weeks: int, where: str,
                     params: dict):
     """A function (kind position, week position among the weeks with peer pairs, items)
@@ -1529,19 +1527,9 @@ _CHANGE_COLUMNS = (
 )
 
 
-def change_weeks(effective: dt.date, k: int) -> tuple[list[str], list[str]]:
-    """The ``k`` ISO weeks before the week containing ``effective`` and the ``k`` after
-    it (that week left out), as `metrics.weekly.before_after` compares them."""
-    monday = effective - dt.timedelta(days=effective.weekday())
-
-    def week(n: int) -> str:
-        year, wk, _ = (monday + dt.timedelta(weeks=n)).isocalendar()
-        return f"{year:04d}-W{wk:02d}"
-
-    return [week(-i) for i in range(k, 0, -1)], [week(i) for i in range(1, k + 1)]
-
-
 def _build_alpha_change(con, config: ProjectConfig) -> None:
+    from metrics.weekly import change_weeks  # weekly imports this module
+
     rows: list[tuple] = []
     n_res = config.agreement.bootstrap
     if n_res >= 1:

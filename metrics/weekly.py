@@ -355,6 +355,14 @@ def week_of(day: dt.date) -> str:
     return f"{year:04d}-W{week:02d}"
 
 
+def change_weeks(effective: dt.date, k: int) -> tuple[list[str], list[str]]:
+    """The ``k`` ISO weeks before the week containing ``effective`` and the ``k`` after
+    it (that week left out): what `before_after` compares."""
+    change_week = week_of(effective)
+    return ([shift_week(change_week, -i) for i in range(k, 0, -1)],
+            [shift_week(change_week, i) for i in range(1, k + 1)])
+
+
 def shift_week(week: str, n: int) -> str:
     """The ISO week ``n`` weeks after ``week`` (before it when ``n`` < 0)."""
     return week_of(week_start(week) + dt.timedelta(weeks=n))
@@ -740,9 +748,7 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     g = _guideline(config, version)
-    change_week = week_of(g.effective)
-    before = [shift_week(change_week, -i) for i in range(k, 0, -1)]
-    after = [shift_week(change_week, i) for i in range(1, k + 1)]
+    before, after = change_weeks(g.effective, k)
     b = _week_counts(con, config, before).sum()
     a = _week_counts(con, config, after).sum()
     metrics = {
@@ -752,23 +758,18 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
                                           int(a["policy_errors"]), int(a["annotations"])),
     }
     if visual:
-        vs = _visual_counts(con, config, ci=False)
+        vs = _visual_counts(con, config, ci=False, weeks=before + after)
         vb = vs.reindex(before)[["visual_errors", "visual_units"]].fillna(0).sum()
         va = vs.reindex(after)[["visual_errors", "visual_units"]].fillna(0).sum()
         metrics["visual_disagreement_rate"] = _compare(
             int(vb["visual_errors"]), int(vb["visual_units"]),
             int(va["visual_errors"]), int(va["visual_units"]))
     out = {"version": g.version, "effective": g.effective.isoformat(),
-           "week": change_week, "k": k, "before_weeks": before, "after_weeks": after,
+           "week": week_of(g.effective), "k": k, "before_weeks": before, "after_weeks": after,
            "metrics": metrics}
     if visual:
         out["alpha"] = _alpha_changes(con, config, before, after)
     return out
-
-
-def _alpha_kinds(config: ProjectConfig) -> list[tuple[str, str]]:
-    """(kind, field) of every alpha the visual breakdown reports."""
-    return derived.alpha_kinds(config)
 
 
 def _alpha_changes(con: duckdb.DuckDBPyConnection, config: ProjectConfig,

@@ -553,7 +553,7 @@ def test_alpha_intervals_share_one_draw_per_period(project):
         ba = weekly.before_after(con, cfg, "v2", k=k)
         stored = derived.stored_alpha_change(con, cfg, ba["before_weeks"], ba["after_weeks"])
         assert (stored is not None) == (k == 4)
-        assert [(a["kind"], a["field"] or "") for a in ba["alpha"]] == weekly._alpha_kinds(cfg)
+        assert [(a["kind"], a["field"] or "") for a in ba["alpha"]] == derived.alpha_kinds(cfg)
         for entry in ba["alpha"]:
             kind, field = entry["kind"], entry["field"] or ""
             found = [kind_coincidence(con, cfg, ws, kind=kind, field=field)
