@@ -47,6 +47,7 @@ __all__ = [
     "bootstrap_alpha_diff_ci",
     "bootstrap_ratio_ci",
     "box_iou",
+    "iou_of",
     "coincidence_by_group",
     "coincidence_matrix",
     "cohen_kappa",
@@ -126,22 +127,25 @@ def box_iou(a_xywh: npt.ArrayLike, b_xywh: npt.ArrayLike) -> np.ndarray:
     """
     a = _as_xywh(a_xywh, "a_xywh")
     b = _as_xywh(b_xywh, "b_xywh")
-    ax, ay, aw, ah = (a[:, k, None] for k in range(4))
-    bx, by, bw, bh = (b[None, :, k] for k in range(4))
+    return iou_of(a.T[:, :, None], b.T[:, None, :])
+
+
+def iou_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes given as coordinate arrays ``a[0..3]`` (x, y, w, h) and ``b[0..3]``
+    that broadcast against each other: `box_iou` pairs every box with every box,
+    `metrics.derived` row with row. Coordinates near the float maximum overflow to inf
+    and nan: such a pair counts as not overlapping (0) rather than poisoning comparisons
+    and the assignment."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
     with np.errstate(over="ignore", invalid="ignore"):
         inter_w = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0.0, None)
         inter_h = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0.0, None)
         inter = inter_w * inter_h
         valid = ((aw > 0) & (ah > 0)) & ((bw > 0) & (bh > 0))
         union = aw * ah + bw * bh - inter
-        iou = np.zeros((a.shape[0], b.shape[0]), dtype=np.float64)
+        iou = np.zeros(inter.shape, dtype=np.float64)
         np.divide(inter, union, out=iou, where=valid)
-    return _finite_iou(iou)
-
-
-def _finite_iou(iou: np.ndarray) -> np.ndarray:
-    """Coordinates near the float maximum overflow to inf and nan: such a pair counts as
-    not overlapping (0) rather than poisoning comparisons and the assignment."""
     bad = ~np.isfinite(iou)
     if bad.any():
         iou[bad] = 0.0

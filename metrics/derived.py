@@ -87,9 +87,9 @@ from metrics.agreement import (
     REASON_ALL_RESAMPLES_UNDEFINED,
     GroupCoincidence,
     _alpha_agreement_batch,
-    _finite_iou,
     _percentile_ci,
     alpha_from_coincidence,
+    iou_of,
     match_from_iou,
 )
 from metrics.config import ProjectConfig
@@ -337,18 +337,8 @@ class PairBatchMatch:
 
 
 def _iou_elementwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of a[r] with b[r] (xywh rows); the same float operations as `box_iou`."""
-    ax, ay, aw, ah = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-    bx, by, bw, bh = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    with np.errstate(over="ignore", invalid="ignore"):
-        inter_w = np.clip(np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx), 0.0, None)
-        inter_h = np.clip(np.minimum(ay + ah, by + bh) - np.maximum(ay, by), 0.0, None)
-        inter = inter_w * inter_h
-        valid = (aw > 0) & (ah > 0) & (bw > 0) & (bh > 0)
-        union = aw * ah + bw * bh - inter
-        iou = np.zeros(a.shape[0], dtype=np.float64)
-        np.divide(inter, union, out=iou, where=valid)
-    return _finite_iou(iou)
+    """IoU of a[r] with b[r] (xywh rows), by `metrics.agreement.iou_of` as `box_iou`."""
+    return iou_of(a.T, b.T)
 
 
 def _exclusive_cumsum(x: np.ndarray) -> np.ndarray:
