@@ -1368,12 +1368,12 @@ def _finalize(con: duckdb.DuckDBPyConnection, state: ExportState, fs: FileSummar
     for tname in ("boxes", "contract_errors", "violations", "quarantine"):
         con.execute(f"INSERT INTO {tname} SELECT * FROM stage_{tname}")
     if state.new_items:
-        widths, heights, keys = zip(*state.new_items.values(), strict=True)
+        widths, heights, first_keys = zip(*state.new_items.values(), strict=True)
         items_tbl = pa.table({  # noqa: F841
             "item_id": pa.array(list(state.new_items), pa.string()),
             "image_width": pa.array(widths, pa.float64()),
             "image_height": pa.array(heights, pa.float64()),
-            "first_ann_key": np.array(keys, dtype=np.int64) + base,
+            "first_ann_key": np.array(first_keys, dtype=np.int64) + base,
         })
         con.execute("INSERT INTO items BY NAME SELECT * FROM items_tbl "
                     "WHERE item_id NOT IN (SELECT item_id FROM items)")

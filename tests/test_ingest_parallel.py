@@ -63,6 +63,16 @@ def _dump(project: Project) -> dict:
         con.close()
 
 
+def _assert_same_summary(s1, s2) -> None:
+    """Two ingests of the same export counted alike: totals, errors and examples."""
+    a, b = s1.to_json(), s2.to_json()
+    a.pop("path"), b.pop("path")
+    assert a == b
+    assert s1.errors_by == s2.errors_by
+    assert s1.error_examples == s2.error_examples
+    assert s1.quarantine_examples == s2.quarantine_examples
+
+
 @pytest.fixture
 def twin(tmp_path):
     """Two identical projects holding the same export with an awkward byte layout:
@@ -92,12 +102,7 @@ def test_workers_load_exactly_what_one_process_loads(twin, monkeypatch):
     s1 = serial.ingest(p1).files[0]
     monkeypatch.setenv("LABELQA_INGEST_WORKERS", "2")
     s2 = parallel.ingest(p2).files[0]
-    a, b = s1.to_json(), s2.to_json()
-    a.pop("path"), b.pop("path")
-    assert a == b
-    assert s1.errors_by == s2.errors_by
-    assert s1.error_examples == s2.error_examples
-    assert s1.quarantine_examples == s2.quarantine_examples
+    _assert_same_summary(s1, s2)
     assert s2.balanced
     # The awkward cases are really in there.
     assert s2.duplicates == 3
@@ -178,10 +183,5 @@ def test_whole_chunk_admit_matches_record_by_record(twin, monkeypatch, rows):
         assert sum(whole) > len(whole) // 2   # most small chunks go in one go
     monkeypatch.setattr(ingest_mod.ExportState, "_first_sizes", lambda self, ch: None)
     s2 = parallel.ingest(p2).files[0]
-    a, b = s1.to_json(), s2.to_json()
-    a.pop("path"), b.pop("path")
-    assert a == b
-    assert s1.errors_by == s2.errors_by
-    assert s1.error_examples == s2.error_examples
-    assert s1.quarantine_examples == s2.quarantine_examples
+    _assert_same_summary(s1, s2)
     assert _dump(serial) == _dump(parallel)
