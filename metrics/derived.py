@@ -93,7 +93,7 @@ from metrics.agreement import (
     match_from_iou,
 )
 from metrics.config import ProjectConfig
-from metrics.policy import label_mentions
+from metrics.policy import labels_named
 from metrics.sample import in_sample
 
 __all__ = [
@@ -673,7 +673,7 @@ def _build_free_text(con, config: ProjectConfig) -> None:
             if peer and config.labels:
                 found = mentioned.setdefault(ann_key, set())
                 for part in parts:
-                    found.update(label_mentions(part, config.labels))
+                    found.update(labels_named(part, config.labels))
     for ann_key, found in mentioned.items():
         for label in sorted(found):
             mention_keys.append(ann_key)

@@ -786,6 +786,44 @@ def label_mentions(
     return out
 
 
+_NAMING: dict[int, tuple[_LabelMatcher, Any]] = {}   # id(matcher) -> (matcher, screen)
+
+
+def labels_named(text: str, labels: Mapping[str, Sequence[str]]) -> frozenset[str]:
+    """The labels a text names: the keys of :func:`label_mentions`, without the spans.
+
+    When no label's words can shadow another's (``_LabelMatcher.unshadowable``), one
+    ``re2.Set`` pass over the text tells which sets of labels have a word in it, and those
+    are the labels named, as :func:`check_fields` reads them for
+    ``unmentioned_objects``; otherwise (or when RE2's DFA runs out of memory) the
+    mentions are searched.
+    """
+    matcher = _label_matcher(labels)
+    if matcher.regex is None:
+        return frozenset()
+    hit = _NAMING.get(id(matcher))
+    if hit is None or hit[0] is not matcher:
+        screen = None
+        if matcher.unshadowable:
+            try:
+                screen = _Screen((), matcher)
+            except re2.error:
+                screen = None
+            if screen is not None and not screen.named:
+                screen = None
+        if len(_NAMING) >= 64:
+            _NAMING.clear()
+        hit = _NAMING[id(matcher)] = (matcher, screen)
+    screen = hit[1]
+    data = text.encode("utf-8", "replace")
+    if screen is not None:
+        hits = screen.match(data)
+        if hits and 0 in hits:
+            return (screen.verdicts.get(tuple(hits)) or screen.learn(hits)).named
+    return frozenset(label for _s, _e, owners in matcher.find(_Text(text, data))
+                     for label in owners)
+
+
 # --------------------------------------------------------------------------- checking
 
 # What check_fields does with a rule on one text: count the words; run the exact search

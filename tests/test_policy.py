@@ -14,6 +14,7 @@ from metrics.policy import (
     check_fields,
     compile_rules,
     label_mentions,
+    labels_named,
 )
 
 LABELS = {
@@ -678,6 +679,7 @@ def test_screened_check_matches_the_reference(policy_, caption, tags, boxes):
     expected = reference_check_fields(rules, fields, boxes, labels=labels)
     assert check_fields(rules, fields, boxes, labels=labels) == expected
     assert label_mentions(caption, labels) == reference_mentions(caption, labels)
+    assert labels_named(caption, labels) == frozenset(reference_mentions(caption, labels))
 
 
 def test_screen_on_the_demo_rules_matches_the_reference():
@@ -701,6 +703,18 @@ def test_screen_on_the_demo_rules_matches_the_reference():
             reference_check_fields(config.policy, fields, boxes, labels=config.labels))
         assert label_mentions(caption, config.labels) == reference_mentions(
             caption, config.labels)
+        assert labels_named(caption, config.labels) == frozenset(reference_mentions(
+            caption, config.labels))
+
+
+def test_labels_named_reads_the_screen_only_when_unshadowable():
+    assert labels_named("Two cars and a BIKE.", LABELS) == {"car", "bicycle"}
+    assert policy._NAMING[id(policy._label_matcher(LABELS))][1] is not None
+    # "light" inside "traffic light": the longest wins, so a Set hit is not a mention
+    overlapping = {"light": ["light"], "traffic_light": ["traffic light"]}
+    assert labels_named("a traffic light", overlapping) == {"traffic_light"}
+    assert policy._NAMING[id(policy._label_matcher(overlapping))][1] is None
+    assert labels_named("anything", {}) == frozenset()
 
 
 def test_unshadowable_only_without_overlapping_words():
