@@ -418,10 +418,16 @@ def _match_chunk(xywh, labels, start_a, n_a, start_b, n_b, *, iou_threshold, low
             matched_b[bstart[p] + ej] = True
             out.append((np.full(ei.size, p), np.array([e[0] for e in edges]),
                         start_a[p] + ei, start_b[p] + ej, eiou, eiou < low_overlap))
+        # The matching depends on the threshold only through which IoUs reach it, and
+        # a pair's few candidate IoUs leave most thresholds with the same set.
+        seen = {(sub >= iou_threshold).tobytes(): (agreements[p], class_dis[p])}
         for ti, t in enumerate(thresholds):
-            r = match_from_iou(sub, la, lb, iou_threshold=t, low_overlap=0.0)
-            by_t[p, ti, 0] = len(r.agreements)
-            by_t[p, ti, 1] = len(r.class_disagreements)
+            key = (sub >= t).tobytes()
+            got = seen.get(key)
+            if got is None:
+                r = match_from_iou(sub, la, lb, iou_threshold=t, low_overlap=0.0)
+                got = seen[key] = (len(r.agreements), len(r.class_disagreements))
+            by_t[p, ti, 0], by_t[p, ti, 1] = got
     by_t[:, :, 2] = (n_a + n_b)[:, None] - 2 * (by_t[:, :, 0] + by_t[:, :, 1])
 
     for side_matched, side_start, side_n, side_slot0, is_a in (
