@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from conftest import no_exception, page_texts, query, record, run_page
@@ -348,3 +349,59 @@ def test_a_malformed_week_in_the_url_is_not_passed_on(demo):
     no_exception(at)
     links = [e.proto for e in at.sidebar.get("page_link")]
     assert links and {link.query_string for link in links} == {""}
+
+
+def test_week_overview_runs_its_two_query_lines_apart_with_the_sequential_answer(
+        demo, monkeypatch):
+    """The report on the caller's connection, sparklines and movers on a cursor in a side
+    thread: the same values as each call on its own, from several threads at once; an
+    error in either line reaches the caller and the cursor is closed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    weeks_ = query(demo, overview.available_weeks)[-4:]
+    want = {w: (query(demo, build_report, w),
+                query(demo, weekly.series, last=weekly.REPORT_WEEKS, until=w, ci=False),
+                query(demo, weekly.top_movers, w)) for w in weeks_}
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda w: (w, query(demo, overview.week_overview, w)),
+                            weeks_ * 3))
+    for w, ov in got:
+        rep, trend, movers = want[w]
+        assert ov["report"] == rep and ov["movers"] == movers
+        for m in ov["metrics"]:
+            prefix = {"schema": "schema", "policy": "policy", "visual": "visual"}[m["section"]]
+            assert m["spark"]["weeks"] == trend["week"].tolist()
+            assert m["spark"]["rates"] == [overview._num(v) for v in trend[f"{prefix}_rate"]]
+
+    cursors = []
+
+    class Recording:   # the caller's connection, noting the cursors taken from it
+        def __init__(self, con):
+            self.con = con
+
+        def cursor(self):
+            cursors.append(self.con.cursor())
+            return cursors[-1]
+
+        def __getattr__(self, name):
+            return getattr(self.con, name)
+
+    def failing_movers(con, config, week, **kw):
+        raise RuntimeError("side line failed")
+
+    def failing_report(con, config, week):
+        raise ValueError("report failed")
+
+    from metrics import store
+    with store.open_db(demo.database, read_only=True) as con:
+        for name, fail, error in (("top_movers", failing_movers, RuntimeError),
+                                  ("build_report", failing_report, ValueError)):
+            with monkeypatch.context() as m:
+                m.setattr(overview, name, fail)
+                with pytest.raises(error, match="failed"):
+                    overview.week_overview(Recording(con), demo, weeks_[-1])
+        assert len(cursors) >= 2   # week_overview's, one per call (and the freshness probe's)
+        for cur in cursors:
+            with pytest.raises(duckdb.ConnectionException):  # closed
+                cur.execute("SELECT 1")
+        assert con.execute("SELECT 1").fetchone() == (1,)   # the caller's stays open
