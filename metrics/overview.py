@@ -11,8 +11,6 @@ the HTML report (:mod:`metrics.html_report`) prints them.
 from __future__ import annotations
 
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import duckdb
@@ -21,6 +19,7 @@ import pandas as pd
 
 from metrics.config import ProjectConfig
 from metrics.report import build_report
+from metrics.store import Alongside
 from metrics.weekly import (
     REPORT_WEEKS,
     guideline_log,
@@ -50,21 +49,6 @@ METRICS = (
     ("visual_disagreement_rate", "visual", "disagreement_rate", "visual",
      "Visual disagreement (stable sample)", "box units"),
 )
-
-_SIDE: list[ThreadPoolExecutor] = []
-_SIDE_LOCK = threading.Lock()
-
-
-def _side_pool() -> ThreadPoolExecutor:
-    """Threads that run a page's second line of queries on their own cursor. DuckDB
-    releases the GIL while a query runs, so two short query sequences overlap: the
-    overview's week switch at 1M took 130 ms in sequence and 96 ms so."""
-    with _SIDE_LOCK:
-        if not _SIDE:
-            _SIDE.append(ThreadPoolExecutor(max_workers=4,
-                                            thread_name_prefix="labelqa-overview"))
-        return _SIDE[0]
-
 
 def _trend_and_movers(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
                       week: str) -> tuple[pd.DataFrame, list[dict]]:
@@ -133,18 +117,10 @@ def week_overview(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: s
     """
     week = parse_week(week)
     prev = previous_week(week)
-    # The report on ``con``; the sparklines and movers meanwhile on a cursor of the same
-    # database (which sees committed data: the callers read, they never write).
-    side = con.cursor()
-    try:
-        pending = _side_pool().submit(_trend_and_movers, side, config, week)
-        try:
-            report = build_report(con, config, week)
-        finally:
-            wait([pending])   # never close the cursor under a running query
-        trend, movers = pending.result()
-    finally:
-        side.close()
+    # The report on ``con``, the sparklines and movers meanwhile on a cursor.
+    with Alongside(con, _trend_and_movers, config, week) as side:
+        report = build_report(con, config, week)
+    trend, movers = side.result()
     rows = {r["week"]: r for r in trend.to_dict("records")}
     this, before = rows.get(week), rows.get(prev)
     metrics = []
@@ -192,7 +168,7 @@ def week_overview(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: s
 
 # -- examples behind M1 and M2 -----------------------------------------------------------
 
-_COUNTED = """counted AS (
+_COUNTED = """counted AS NOT MATERIALIZED (
     SELECT * FROM current_annotations WHERE role IN ('annotator', 'reviewer', 'gold')
 )"""
 

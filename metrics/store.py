@@ -8,10 +8,12 @@ readers key their caches on it.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 
@@ -312,3 +314,44 @@ def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
         "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
         "WHERE key = 'generation'"
     )
+
+
+_SIDE: list[ThreadPoolExecutor] = []
+_SIDE_LOCK = threading.Lock()
+
+
+class Alongside:
+    """``fn(cursor, *args, **kwargs)`` in a side thread, on a cursor of ``con``, while the
+    caller goes on with ``con``; ``result()`` after the ``with`` block.
+
+    DuckDB releases the GIL while a query runs, so two short query sequences of one page
+    overlap (the overview's week switch at 1M: 130 ms in sequence, 96 ms so). The
+    cursor sees committed data only: for readers, never inside a caller's transaction.
+    Leaving the block waits for the side call (a cursor is never closed under a running
+    query) and closes the cursor; its error, if any, is raised by ``result()``.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, fn: Callable[..., Any],
+                 *args: Any, **kwargs: Any) -> None:
+        with _SIDE_LOCK:
+            if not _SIDE:
+                _SIDE.append(ThreadPoolExecutor(max_workers=4,
+                                                thread_name_prefix="labelqa-side"))
+        self._cursor = con.cursor()
+        try:
+            self._future = _SIDE[0].submit(fn, self._cursor, *args, **kwargs)
+        except BaseException:
+            self._cursor.close()
+            raise
+
+    def __enter__(self) -> Alongside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            wait([self._future])
+        finally:
+            self._cursor.close()
+
+    def result(self) -> Any:
+        return self._future.result()

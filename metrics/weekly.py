@@ -32,6 +32,7 @@ from metrics.agreement import (
 )
 from metrics.config import Guideline, ProjectConfig
 from metrics.status import traffic_light
+from metrics.store import Alongside
 from metrics.visual import (
     gold_breakdown,
     pair_breakdown,
@@ -77,7 +78,7 @@ METRICS = ("schema_error_rate", "policy_violation_rate", "visual_disagreement_ra
 # -- SQL ---------------------------------------------------------------------------------
 # `counted` is A over all weeks; every query narrows it with a bound week (or week list).
 
-_COUNTED = """counted AS (
+_COUNTED = """counted AS NOT MATERIALIZED (
     SELECT * FROM current_annotations WHERE role IN ('annotator', 'reviewer', 'gold')
 )"""
 
@@ -930,8 +931,31 @@ def annotator_table(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     """
     if week is not None:
         week = parse_week(week)
-    df = con.execute(_ANNOTATOR_SQL, {"week": week}).df()
+    with Alongside(con, prefill_summary, config, week) as prefill:   # its own ~30 ms
+        df = con.execute(_ANNOTATOR_SQL, {"week": week}).df()
+        df = _with_pair_columns(con, config, week, df)
+    pre = pd.DataFrame(prefill.result()["by_reviewer"],
+                       columns=["reviewer", "drafts", "unchanged", "rubber_stamping"])
+    pre = pre.rename(columns={"reviewer": "annotator_id", "unchanged": "drafts_unchanged"})
+    df = df.merge(pre, on="annotator_id", how="left")
+    for col in ("peer_agreements", "peer_units", "gold_agreements", "gold_units", "drafts",
+                "drafts_unchanged"):
+        df[col] = df[col].fillna(0).astype("int64")
+    df["rubber_stamping"] = df["rubber_stamping"].fillna(False).astype(bool)
+    for col in ("gold_f1", "gold_class_accuracy"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for rate, num, den in (("schema_error_rate", "schema_errors", "annotations"),
+                           ("violation_rate", "policy_errors", "annotations"),
+                           ("peer_agreement", "peer_agreements", "peer_units"),
+                           ("gold_agreement", "gold_agreements", "gold_units"),
+                           ("unchanged_share", "drafts_unchanged", "drafts")):
+        df[rate] = (df[num] / df[den].where(df[den] > 0)).astype("float64")
+    return df
 
+
+def _with_pair_columns(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                       week: str | None, df: pd.DataFrame) -> pd.DataFrame:
+    """`annotator_table`'s rows with their peer and gold pair counts merged in."""
     parts = []
     for w in ([week] if week is not None else weeks(con)):
         pairs = pair_breakdown(con, config, w)
@@ -946,27 +970,8 @@ def annotator_table(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     gold = pd.DataFrame({"annotator_id": gb["annotator"], "gold_agreements": gb["agreements"],
                          "gold_units": _box_units(gb), "gold_f1": gb["f1"],
                          "gold_class_accuracy": gb["class_accuracy"]})
-
-    pre = pd.DataFrame(prefill_summary(con, config, week)["by_reviewer"],
-                       columns=["reviewer", "drafts", "unchanged", "rubber_stamping"])
-    pre = pre.rename(columns={"reviewer": "annotator_id", "unchanged": "drafts_unchanged"})
-
-    df = (df.merge(peer, on="annotator_id", how="left")
-            .merge(gold, on="annotator_id", how="left")
-            .merge(pre, on="annotator_id", how="left"))
-    for col in ("peer_agreements", "peer_units", "gold_agreements", "gold_units", "drafts",
-                "drafts_unchanged"):
-        df[col] = df[col].fillna(0).astype("int64")
-    df["rubber_stamping"] = df["rubber_stamping"].fillna(False).astype(bool)
-    for col in ("gold_f1", "gold_class_accuracy"):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    for rate, num, den in (("schema_error_rate", "schema_errors", "annotations"),
-                           ("violation_rate", "policy_errors", "annotations"),
-                           ("peer_agreement", "peer_agreements", "peer_units"),
-                           ("gold_agreement", "gold_agreements", "gold_units"),
-                           ("unchanged_share", "drafts_unchanged", "drafts")):
-        df[rate] = (df[num] / df[den].where(df[den] > 0)).astype("float64")
-    return df
+    return (df.merge(peer, on="annotator_id", how="left")
+              .merge(gold, on="annotator_id", how="left"))
 
 
 def _box_units(df: pd.DataFrame) -> pd.Series:
