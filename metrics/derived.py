@@ -94,7 +94,7 @@ from metrics.agreement import (
 )
 from metrics.config import ProjectConfig
 from metrics.policy import labels_named
-from metrics.sample import in_sample
+from metrics.sample import SCORE_SQL
 
 __all__ = [
     "DERIVED_TABLES",
@@ -570,18 +570,18 @@ def _build_week_counts(con) -> None:
 
 
 def _build_sample(con, config: ProjectConfig) -> None:
+    """The stable sample's items (`metrics.sample`), scored in DuckDB: ~1 s less than
+    hashing each id in Python at 1M (a test compares the two on any ids and salts)."""
     smp = config.sample
-    if smp.rate >= 1.0:
-        con.execute("CREATE OR REPLACE TABLE d_sample_items AS "
-                    "SELECT DISTINCT item_id FROM annotations ORDER BY item_id")
-        return
-    ids = con.execute("SELECT DISTINCT item_id FROM annotations").fetchnumpy()["item_id"]
-    ids = ids.tolist()
-    member = in_sample(ids, rate=smp.rate, salt=smp.salt, pinned=smp.pinned)
-    chosen = [i for i, m in zip(ids, member.tolist(), strict=True) if m]
-    _register_table(con, "_sample", pa.table({"item_id": pa.array(chosen, pa.string())}),
-                    "CREATE OR REPLACE TABLE d_sample_items AS "
-                    "SELECT item_id FROM _sample ORDER BY item_id")
+    rate = float(smp.rate)   # in [0, 1]: the config checks it
+    con.execute(
+        f"""CREATE OR REPLACE TABLE d_sample_items AS
+        SELECT item_id FROM (SELECT DISTINCT item_id FROM annotations)
+        WHERE $all OR {SCORE_SQL} < $rate OR list_contains($pinned, item_id)
+        ORDER BY item_id""",
+        {"all": rate >= 1.0, "salt": smp.salt, "rate": rate,
+         "pinned": sorted(smp.pinned)},
+    )
 
 
 def _build_annotations(con, config: ProjectConfig) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
-__all__ = ["in_sample", "in_sample_one", "sample_score", "sample_scores"]
+__all__ = ["SCORE_SQL", "in_sample", "in_sample_one", "sample_score", "sample_scores"]
 
 _SCALE = 2**64
 
@@ -102,6 +102,13 @@ def in_sample_one(
     if rate >= 1.0 or item_id in pinned:
         return True
     return sample_score(item_id, salt) < rate
+
+
+#: :func:`sample_score` of the column ``item_id`` in DuckDB, with the salt bound as ``$salt``:
+#: the first 16 hex digits of SHA-256 as an unsigned 64-bit integer, to the nearest double
+#: (as Python's ``int / 2**64`` rounds: the division by a power of two is exact).
+SCORE_SQL = ("(('0x' || left(sha256($salt || item_id), 16))::UBIGINT::DOUBLE"
+             " / 18446744073709551616.0)")
 
 
 def _check_rate(rate: float) -> float:

@@ -112,3 +112,35 @@ def test_other_items_never_change_membership(ids, others, rate, salt, pinned):
     assert alone.tolist() == [in_sample_one(i, rate=rate, salt=salt, pinned=pinned) for i in ids]
     assert in_sample(list(reversed(ids)), rate=rate, salt=salt,
                      pinned=pinned).tolist() == alone.tolist()[::-1]
+
+
+no_surrogates = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(no_surrogates, max_size=30, unique=True), salt=no_surrogates,
+       rate=st.floats(0, 1), pins=st.lists(no_surrogates, max_size=3))
+def test_the_derived_sample_scores_items_in_duckdb_as_in_python(ids, salt, rate, pins):
+    """`derived._build_sample` scores with `SCORE_SQL`: the same doubles and the same
+    members as `in_sample`, for any ids, salt, rate and pins."""
+    import duckdb
+
+    from metrics import derived
+    from metrics.config import SampleConfig
+    from metrics.sample import SCORE_SQL
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE annotations (item_id VARCHAR)")
+    if ids:
+        con.executemany("INSERT INTO annotations VALUES (?)", [[i] for i in ids + ids[:3]])
+    got = dict(con.execute(f"SELECT item_id, {SCORE_SQL} FROM annotations",
+                           {"salt": salt}).fetchall())
+    assert got == dict(zip(ids, sample_scores(ids, salt).tolist(), strict=True))
+
+    class Config:
+        sample = SampleConfig(rate=rate, salt=salt, pinned=tuple(pins))
+
+    derived._build_sample(con, Config)
+    members = [r[0] for r in con.execute("SELECT item_id FROM d_sample_items").fetchall()]
+    member = in_sample(ids, rate=rate, salt=salt, pinned=pins)
+    assert members == sorted(i for i, m in zip(ids, member.tolist(), strict=True) if m)
