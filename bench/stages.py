@@ -309,7 +309,7 @@ def page_calls(page: str, got: dict | None = None) -> list[PageCall]:
             call("visual_series", visual.visual_series, by_week=False),
             call("pair_breakdown", visual.pair_breakdown, WEEK, by_week=True,
                  when=lambda config, week: bool(got["visual_week"]["pairs"])),
-            call("iou_values", inventory.iou_values, WEEK, label=None, annotator=None,
+            call("iou_histogram", inventory.iou_histogram, WEEK, label=None, annotator=None,
                  by_week=True),
             call("disagreement_items", visual.disagreement_items, WEEK, kind="presence",
                  label=None, annotator=None, by_week=True),

@@ -415,16 +415,21 @@ with right:
 
 left, right = st.columns(2)
 with left:
-    ious = ui.safe_call(inventory.iou_values, week, label=label or None,
-                     annotator=annotator or None)
-    if ious.empty:
+    ious = ui.safe_call(inventory.iou_histogram, week, label=label or None,
+                        annotator=annotator or None)
+    if not ious["n"]:
         st.info(f"No matched box pairs in {week}"
                 + (f" for {filter_text}" if filter_text else "") + ": no IoU to show.")
     else:
-        fig = go.Figure(go.Histogram(
-            x=ious["iou"], xbins={"start": 0.0, "end": 1.0001, "size": 0.025},
-            marker={"color": "#1f77b4"}, name="matched box pairs",
-            hovertemplate="IoU %{x}: %{y} box pairs<extra></extra>"))
+        width = 1.0 / inventory.IOU_BINS
+        starts = [k * width for k in range(inventory.IOU_BINS)]
+        fig = go.Figure(go.Bar(
+            x=[s + width / 2 for s in starts], y=ious["counts"], width=width,
+            marker={"color": "#1f77b4", "line": {"color": "white", "width": 1}},
+            name="matched box pairs",
+            customdata=[[s, s + width] for s in starts],
+            hovertemplate="IoU %{customdata[0]:.3f}–%{customdata[1]:.3f}: "
+                          "%{y} box pairs<extra></extra>"))
         fig.add_vline(x=config.agreement.low_overlap, line_dash="dash", line_color="orange",
                       annotation_text=f"low overlap < {config.agreement.low_overlap:g}",
                       annotation_position="top left")
@@ -433,13 +438,15 @@ with left:
                       annotation_position="bottom right")
         fig.update_xaxes(title="IoU of matched box pairs (0–1)",
                          range=[max(0.0, min(config.agreement.iou_threshold - 0.05,
-                                             float(ious["iou"].min()) - 0.05)), 1.0])
+                                             ious["min"] - 0.05)), 1.0])
         fig.update_yaxes(title="matched box pairs (count)", rangemode="tozero",
-                         dtick=1 if len(ious) <= 10 else None)
+                         dtick=1 if ious["n"] <= 10 else None)
         st.plotly_chart(style(fig, height=400,
-                              title=f"IoU histogram · mean {ious['iou'].mean():.2f}, "
-                                    f"median {ious['iou'].median():.2f}"),
+                              title=f"IoU histogram · mean {ious['mean']:.2f}, "
+                                    f"median {ious['median']:.2f}"),
                         key=P + "iou_hist")
+        st.caption(f"{ious['n']:,} matched box pairs (agreement or class), in bins of "
+                   f"{width:g} IoU.")
 with right:
     curve = pd.DataFrame(v["iou"]["by_threshold"])
     if curve.empty or curve["agreement"].isna().all():

@@ -343,7 +343,7 @@ def test_unfiltered_queries_equal_the_visual_module(demo):
         assert ours[col].tolist() == pytest.approx(theirs[col].tolist(), nan_ok=True), col
     v = query(demo, visual.visual_week, "2026-W47")
     assert query(demo, inventory.confusion, "2026-W47") == v["class"]["confusion"]
-    assert len(query(demo, inventory.iou_values, "2026-W47")) == v["iou"]["units"]
+    assert query(demo, inventory.iou_histogram, "2026-W47")["n"] == v["iou"]["units"]
     pairs = query(demo, inventory.pair_counts, "2026-W47")
     expected = query(demo, visual.pair_breakdown, "2026-W47")
     assert pairs["disagreement_rate"].tolist() == pytest.approx(
@@ -421,3 +421,37 @@ def test_a_new_ingest_shows_on_the_next_rerun(project, monkeypatch):
     at.run()
     no_exception(at)
     assert list(frame(at, "balanced")["name"]) == ["w1.jsonl", "w2.jsonl"]
+
+
+@pytest.mark.parametrize("week,label,annotator", [
+    ("2026-W47", None, None), ("2026-W46", "car", None), ("2026-W47", None, "ann-02"),
+    ("2026-W47", None, ("ann-01", "ann-02")), ("2026-W47", "no-such-label", None)])
+def test_iou_histogram_against_numpy(demo, week, label, annotator):
+    """Bins, count, mean, median and min of the matched pairs' IoU, against numpy on the
+    rows themselves (bins [k/40, (k+1)/40), the last closed, as np.histogram makes them)."""
+    import numpy as np
+
+    def rows(con, config):
+        who = (annotator,) if isinstance(annotator, str) else annotator or ()
+        return con.execute(
+            """SELECT bp.iou, p.annotator_a, p.annotator_b, bp.label_a, bp.label_b
+            FROM d_box_pairs bp JOIN d_pairs p USING (pair_id)
+            WHERE p.week = $w AND NOT p.reference AND bp.kind <> 'presence'""",
+            {"w": week}).fetchall(), who
+
+    got = query(demo, inventory.iou_histogram, week, label=label, annotator=annotator)
+    all_rows, who = query(demo, rows)
+    iou = np.array([r[0] for r in all_rows
+                    if (label is None or label in (r[3], r[4]))
+                    and set(who) <= {r[1], r[2]}], dtype=float)
+    edges = np.linspace(0, 1, inventory.IOU_BINS + 1)
+    assert got["counts"] == np.histogram(iou, bins=edges)[0].tolist()
+    assert got["n"] == iou.size
+    if iou.size:
+        assert got["mean"] == pytest.approx(iou.mean(), rel=1e-12)
+        assert got["median"] == pytest.approx(float(np.median(iou)), rel=1e-12)
+        assert got["min"] == iou.min()
+    else:
+        assert got["mean"] is got["median"] is got["min"] is None
+    if label is None and annotator is None:
+        assert iou.size > 100     # the demo week has data to bin
