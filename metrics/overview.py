@@ -17,6 +17,7 @@ import duckdb
 import orjson
 import pandas as pd
 
+from metrics import derived
 from metrics.config import ProjectConfig
 from metrics.report import build_report
 from metrics.store import Alongside
@@ -49,6 +50,7 @@ METRICS = (
     ("visual_disagreement_rate", "visual", "disagreement_rate", "visual",
      "Visual disagreement (stable sample)", "box units"),
 )
+
 
 def _trend_and_movers(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
                       week: str) -> tuple[pd.DataFrame, list[dict]]:
@@ -117,6 +119,7 @@ def week_overview(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: s
     """
     week = parse_week(week)
     prev = previous_week(week)
+    derived.ensure(con, config)   # here, not in both lines at once
     # The report on ``con``, the sparklines and movers meanwhile on a cursor.
     with Alongside(con, _trend_and_movers, config, week) as side:
         report = build_report(con, config, week)

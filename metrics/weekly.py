@@ -931,6 +931,7 @@ def annotator_table(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     """
     if week is not None:
         week = parse_week(week)
+    derived.ensure(con, config)   # here, not in both lines at once
     with Alongside(con, prefill_summary, config, week) as prefill:   # its own ~30 ms
         df = con.execute(_ANNOTATOR_SQL, {"week": week}).df()
         df = _with_pair_columns(con, config, week, df)

@@ -643,6 +643,31 @@ def test_missing_or_stale_derived_tables(hand, project):
     assert any("ingest again" in w for w in v["warnings"])
 
 
+def test_pages_with_a_side_query_line_rebuild_missing_tables_once(hand, project):
+    """`week_overview` and `annotator_table` run a second line of queries on a cursor;
+    the derived tables are built before it starts, never by both lines at once."""
+    from metrics import overview, weekly
+
+    con, config = hand
+    want_overview = overview.week_overview(con, config, "2026-W02")
+    want_table = weekly.annotator_table(con, config, "2026-W02")
+    con.close()
+    for call, want in ((overview.week_overview, want_overview),
+                       (weekly.annotator_table, want_table)):
+        with store.open_db(config.database) as rw:
+            rw.execute("DROP TABLE d_pairs")
+        ro = project.connect()
+        with pytest.raises(RuntimeError, match="labelqa ingest"):
+            call(ro, config, "2026-W02")
+        ro.close()
+        with store.open_db(config.database) as rw:
+            got = call(rw, config, "2026-W02")
+        if isinstance(want, dict):
+            assert got == want
+        else:
+            pd.testing.assert_frame_equal(got, want)
+
+
 # --------------------------------------------------------------------------------------
 # Stored intervals (d_week_ci): one draw per week, the numbers of one draw per statistic
 # --------------------------------------------------------------------------------------
