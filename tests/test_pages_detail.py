@@ -150,6 +150,21 @@ def test_visual_confusion_cell_and_pair_from_the_url(demo):
     assert list(frame(at, "open")["item_id"]) == list(expected["item_id"])
 
 
+def test_visual_confusion_chart_numbers_are_the_matrix(demo):
+    week = "2026-W47"
+    at = app("visual", week=week)
+    no_exception(at)
+    conf = query(demo, inventory.confusion, week)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    spec = next(s for s in specs
+                if "Class confusion" in str(s["layout"].get("title", {}).get("text", "")))
+    labels, matrix = conf["labels"], conf["matrix"]
+    cells = {(a["y"], a["x"]): a["text"] for a in spec["layout"]["annotations"]}
+    assert cells == {(labels[i], labels[j]): str(matrix[i][j])
+                     for i in range(len(labels)) for j in range(len(labels)) if matrix[i][j]}
+    assert any(i != j and matrix[i][j] for i in range(len(labels)) for j in range(len(labels)))
+
+
 def test_visual_hostile_filters_from_the_url_are_ignored(demo):
     at = app("visual", week="2026-W47'; DROP TABLE annotations; --",
              label="<script>alert(1)</script>", annotator="x' OR '1'='1", kind="nope",
