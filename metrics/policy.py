@@ -575,7 +575,7 @@ class _LabelMatcher:
     """
 
     __slots__ = ("regex", "group_labels", "group_alts", "known", "owners", "raw_owners",
-                 "one", "zero", "unshadowable")
+                 "one", "zero", "unshadowable", "naming")
 
     def __init__(self, labels: Mapping[str, Sequence[str]]) -> None:
         by_word: dict[str, list[str]] = {}
@@ -600,6 +600,7 @@ class _LabelMatcher:
                            for norm, owners in self.owners.items()}
         self.one = self.zero = None
         self.unshadowable = False
+        self.naming: Any = None   # `labels_named`'s screen, built on first use (False: none)
         if not groups:
             self.regex = None
             return
@@ -786,9 +787,6 @@ def label_mentions(
     return out
 
 
-_NAMING: dict[int, tuple[_LabelMatcher, Any]] = {}   # id(matcher) -> (matcher, screen)
-
-
 def labels_named(text: str, labels: Mapping[str, Sequence[str]]) -> frozenset[str]:
     """The labels a text names: the keys of :func:`label_mentions`, without the spans.
 
@@ -801,22 +799,19 @@ def labels_named(text: str, labels: Mapping[str, Sequence[str]]) -> frozenset[st
     matcher = _label_matcher(labels)
     if matcher.regex is None:
         return frozenset()
-    hit = _NAMING.get(id(matcher))
-    if hit is None or hit[0] is not matcher:
-        screen = None
+    screen = matcher.naming
+    if screen is None:
+        screen = False
         if matcher.unshadowable:
             try:
                 screen = _Screen((), matcher)
             except re2.error:
-                screen = None
-            if screen is not None and not screen.named:
-                screen = None
-        if len(_NAMING) >= 64:
-            _NAMING.clear()
-        hit = _NAMING[id(matcher)] = (matcher, screen)
-    screen = hit[1]
+                pass
+            if screen and not screen.named:
+                screen = False
+        matcher.naming = screen
     data = text.encode("utf-8", "replace")
-    if screen is not None:
+    if screen:
         hits = screen.match(data)
         if hits and 0 in hits:
             return (screen.verdicts.get(tuple(hits)) or screen.learn(hits)).named

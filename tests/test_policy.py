@@ -709,11 +709,11 @@ def test_screen_on_the_demo_rules_matches_the_reference():
 
 def test_labels_named_reads_the_screen_only_when_unshadowable():
     assert labels_named("Two cars and a BIKE.", LABELS) == {"car", "bicycle"}
-    assert policy._NAMING[id(policy._label_matcher(LABELS))][1] is not None
+    assert policy._label_matcher(LABELS).naming
     # "light" inside "traffic light": the longest wins, so a Set hit is not a mention
     overlapping = {"light": ["light"], "traffic_light": ["traffic light"]}
     assert labels_named("a traffic light", overlapping) == {"traffic_light"}
-    assert policy._NAMING[id(policy._label_matcher(overlapping))][1] is None
+    assert policy._label_matcher(overlapping).naming is False
     assert labels_named("anything", {}) == frozenset()
 
 
