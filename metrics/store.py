@@ -8,7 +8,6 @@ readers key their caches on it.
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -316,8 +315,8 @@ def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-_SIDE: list[ThreadPoolExecutor] = []
-_SIDE_LOCK = threading.Lock()
+# Its threads start on the first submit; none while no page uses it.
+_SIDE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="labelqa-side")
 
 
 class Alongside:
@@ -333,13 +332,9 @@ class Alongside:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, fn: Callable[..., Any],
                  *args: Any, **kwargs: Any) -> None:
-        with _SIDE_LOCK:
-            if not _SIDE:
-                _SIDE.append(ThreadPoolExecutor(max_workers=4,
-                                                thread_name_prefix="labelqa-side"))
         self._cursor = con.cursor()
         try:
-            self._future = _SIDE[0].submit(fn, self._cursor, *args, **kwargs)
+            self._future = _SIDE.submit(fn, self._cursor, *args, **kwargs)
         except BaseException:
             self._cursor.close()
             raise
