@@ -490,9 +490,9 @@ def render_html(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
                  if by_path else "<p>No contract errors this week.</p>")
     parts.append("<h3>Text policy rules (annotations violating each)</h3>")
     by_rule = report["policy"]["by_rule"]
-    parts.append(_table(["rule", "annotations", "per 1,000"],
-                        [[r["rule"], f"{r['count']:,}", _num(r["per_1000"], 1)]
-                         for r in by_rule], numeric=(1, 2))
+    parts.append(_table(["rule", "severity", "annotations", "per 1,000"],
+                        [[r["rule"], r["severity"], f"{r['count']:,}", _num(r["per_1000"], 1)]
+                         for r in by_rule], numeric=(2, 3))
                  if by_rule else "<p>No policy violations this week.</p>")
 
     examples = _examples_html(con, config, week)

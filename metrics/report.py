@@ -48,7 +48,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
 
     The keys of DESIGN "Interfaces": ``week``, ``annotations`` (|A_w|), ``schema``
     {error_rate, error_rate_ci, status, by_path [{path, keyword, count}]}, ``policy``
-    {violation_rate, violation_rate_ci, status, by_rule [{rule, count, per_1000}]} and
+    {violation_rate, violation_rate_ci, status, by_rule [{rule, severity, count, per_1000}]} and
     ``visual`` (:func:`metrics.visual.visual_week`). A week without data gives zero
     counts and ``None`` rates with reasons: ``schema.error_rate_reason`` and
     ``policy.violation_rate_reason`` (``None`` while the rate is defined), beside
@@ -75,8 +75,9 @@ def build_report(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
             "violation_rate_ci": policy["violation_rate_ci"],
             "status": policy["status"],
             "violation_rate_reason": policy["reason"],
-            "by_rule": [{"rule": r["rule"], "count": r["count"], "per_1000": r["per_1000"]}
-                        for r in policy["by_rule"]],
+            # Warning rules are listed too (M2 counts errors only): each says which.
+            "by_rule": [{"rule": r["rule"], "severity": r["severity"], "count": r["count"],
+                         "per_1000": r["per_1000"]} for r in policy["by_rule"]],
         },
         "visual": visual_week(con, config, week),
     }
@@ -144,7 +145,9 @@ def format_text(report: Mapping, *, project: str = "", swings: Mapping | None = 
     by_rule = report["policy"]["by_rule"][:top]
     if by_rule:
         lines += ["", "Top policy rules (annotations violating it, per 1,000):"]
-        lines += [f"  {r['count']:>7,}  {r['per_1000']:>7.1f}  {r['rule']}" for r in by_rule]
+        lines += [f"  {r['count']:>7,}  {r['per_1000']:>7.1f}  {r['rule']}"
+                  + ("  (warning: not in the rate)" if r["severity"] == "warning" else "")
+                  for r in by_rule]
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,8 @@ def test_self_contained_with_the_weeks_numbers(demo_project):
         assert f'<div class="value">{pct(rate)}</div>' in page
         assert f"95% CI {ci[0] * 100:.1f}–{ci[1] * 100:.1f}%" in page
     for rule in rep["policy"]["by_rule"]:
-        assert f"<td class=\"\">{rule['rule']}</td>" in page
+        assert (f"<td class=\"\">{rule['rule']}</td>"
+                f"<td class=\"\">{rule['severity']}</td>") in page
     assert "Top movers against" in page and "Guideline log" in page
 
 

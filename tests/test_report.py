@@ -57,10 +57,15 @@ def test_report_json_counted_by_hand(project, capsys):
         list(proportion_confint(3, 9, method="wilson")), abs=1e-12)
     assert p["status"] == "red"
     assert p["by_rule"] == [
-        {"rule": "no-brands", "count": 2, "per_1000": pytest.approx(2000 / 9)},
-        {"rule": "caption-length", "count": 1, "per_1000": pytest.approx(1000 / 9)},
-        {"rule": "hedging", "count": 1, "per_1000": pytest.approx(1000 / 9)},
-        {"rule": "no-invented-objects", "count": 1, "per_1000": pytest.approx(1000 / 9)},
+        {"rule": "no-brands", "severity": "error", "count": 2,
+         "per_1000": pytest.approx(2000 / 9)},
+        {"rule": "caption-length", "severity": "error", "count": 1,
+         "per_1000": pytest.approx(1000 / 9)},
+        # A warning rule is listed with its severity: its annotations are not in M2.
+        {"rule": "hedging", "severity": "warning", "count": 1,
+         "per_1000": pytest.approx(1000 / 9)},
+        {"rule": "no-invented-objects", "severity": "error", "count": 1,
+         "per_1000": pytest.approx(1000 / 9)},
     ]
     # One annotation per item: no pairs, so M3 is undefined, with its reason.
     v = rep["visual"]
@@ -77,7 +82,8 @@ def test_report_json_has_the_design_keys(project, capsys):
     assert set(rep["schema"]) == SCHEMA_KEYS
     assert set(rep["policy"]) == POLICY_KEYS
     assert all(set(r) == {"path", "keyword", "count"} for r in rep["schema"]["by_path"])
-    assert all(set(r) == {"rule", "count", "per_1000"} for r in rep["policy"]["by_rule"])
+    assert all(set(r) == {"rule", "severity", "count", "per_1000"}
+               for r in rep["policy"]["by_rule"])
     v = rep["visual"]
     assert VISUAL_KEYS <= set(v)
     for kind in ("presence", "class", "schema", "iou"):
@@ -155,6 +161,9 @@ def test_text_output_shows_the_three_numbers(project, capsys):
     assert "visual disagreement" in text and "no pairs this week" in text
     assert "/fields/weather  [enum]" in text
     assert "no-brands" in text and "222.2" in text
+    hedging = next(line for line in text.splitlines() if "hedging" in line)
+    assert "warning: not in the rate" in hedging
+    assert "warning" not in next(line for line in text.splitlines() if "no-brands" in line)
 
 
 THRESHOLDS = CONFIG + """

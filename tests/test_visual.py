@@ -180,6 +180,25 @@ def test_presence_class_schema_alpha(hand):
     assert s["alpha"] == pytest.approx(kripp([[1, 1, 1, 1], [1, 1, 0, 1], [NAN, NAN, NAN, 1]]))
 
 
+def test_presence_sees_the_boxes_matching_sees(project, open_con):
+    # img-1: ann-1 draws a car; ann-2's only car is 0 px wide (a contract error, left
+    # out of matching) and a person both drew. img-2: both draw a car.
+    project.ingest(project.write("w2.jsonl", [
+        record("img-1", "ann-1", W2, [box(0, 0), box(50, 50, label="person")]),
+        record("img-1", "ann-2", W2, [box(0, 0, w=0), box(50, 50, label="person")]),
+        record("img-2", "ann-1", W2, [box(0, 0)]),
+        record("img-2", "ann-2", W2, [box(0, 0)]),
+    ]))
+    v = visual.visual_week(open_con(project), project.config, "2026-W02")
+    # Matching: 2 agreements (person, car on img-2); ann-1's car on img-1 -> 1 presence.
+    assert (v["agreements"], v["class_disagreements"], v["presence_disagreements"]) == (
+        2, 0, 1)
+    # Presence units (item, label) over car, person, bicycle: ann-2 has no car on img-1.
+    presence = [[1, 1, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0]]
+    assert v["presence"]["units"] == 6
+    assert v["presence"]["agreement"] == pytest.approx(5 / 6)
+    assert v["presence"]["alpha"] == pytest.approx(kripp(presence))
+
 def test_text_fields_and_mentions(hand):
     con, config = hand
     text = visual.visual_week(con, config, "2026-W02")["text"]
