@@ -107,6 +107,9 @@ ui.sync_param("annotator", annotator)
 filters = [f"label **{ui.md_escape(label)}**" if label else "",
            f"annotator **{ui.md_escape(annotator)}**" if annotator else ""]
 filter_text = " and ".join(f for f in filters if f)
+filter_title = html.escape("".join(
+    f" · {name} {value}" for name, value in (("label", label), ("annotator", annotator))
+    if value))
 
 # -- headline ----------------------------------------------------------------------------
 
@@ -228,6 +231,8 @@ with k3:
             st.markdown(f"**{name}** ({d.get('kind')}): **α {alpha_text(d)}** "
                         f"(CI {alpha_ci_text(d)}) · {pct(d.get('agreement'))} agreement · "
                         f"{d['units']:,} {unit}")
+        for w in d.get("warnings") or []:
+            st.caption(f"⚠️ {w}")
 
 rows = []
 
@@ -317,14 +322,24 @@ def on_confusion(names: dict[str, str]) -> None:
     st.session_state[P + "vs"] = b if b != a else ""
 
 
-def on_pair(names: dict[str, str]) -> None:
+def on_pair(names: dict[str, str], counts: dict[str, tuple[int, int]]) -> None:
+    """A pair's cell lists its items: under the box category it has disagreements in
+    (class or presence; the current one when it has both or neither)."""
     pts = points(P + "pair_chart")
     if not pts:
         return
     a, b = names.get(str(pts[0].get("y"))), names.get(str(pts[0].get("x")))
     if a is None or b is None or a == b:
         return
-    st.session_state[P + "pair"] = "|".join(sorted((a, b)))
+    pair = "|".join(sorted((a, b)))
+    st.session_state[P + "pair"] = pair
+    n_class, n_presence = counts.get(pair, (0, 0))
+    if n_class and not n_presence:
+        st.session_state[P + "kind"] = "class"
+    elif n_presence and not n_class:
+        st.session_state[P + "kind"] = "presence"
+    elif n_class and st.session_state.get(P + "kind") not in ("class", "presence"):
+        st.session_state[P + "kind"] = "presence"
 
 
 # -- confusion matrix and pairs ----------------------------------------------------------
@@ -385,7 +400,10 @@ with right:
         z = [[None] * n for _ in range(n)]
         hover = [[""] * n for _ in range(n)]
         text = [[""] * n for _ in range(n)]
+        counts = {}
         for r in pairs.itertuples(index=False):
+            counts["|".join(sorted((r.annotator_a, r.annotator_b)))] = (
+                int(r.class_disagreements), int(r.presence_disagreements))
             i, j = pos[r.annotator_a], pos[r.annotator_b]
             units = r.agreements + r.class_disagreements + r.presence_disagreements
             rate = None if pd.isna(r.disagreement_rate) else r.disagreement_rate * 100
@@ -397,8 +415,11 @@ with right:
                 z[a][b] = rate
                 hover[a][b] = tip
                 text[a][b] = "" if rate is None else f"{rate:.0f}%"
+        # The scale starts at 0% (white) and reaches at least 1%, so a week where every
+        # pair agrees is drawn white, not mid-scale around a zero range.
+        top = max([x for row in z for x in row if x is not None] + [1.0])
         fig = go.Figure(go.Heatmap(
-            z=z, x=shown, y=shown, colorscale="Reds", zmin=0, hoverinfo="skip",
+            z=z, x=shown, y=shown, colorscale="Reds", zmin=0, zmax=top, hoverinfo="skip",
             text=text, texttemplate="%{text}", textfont={"size": FONT - 2},
             colorbar={"title": "M3 %", "ticksuffix": "%"}))
         click_layer(fig, shown, hover, [[bool(t) for t in row] for row in hover])
@@ -406,7 +427,8 @@ with right:
         title = "M3 per annotator pair" + (f" · label {html.escape(label)}" if label else "")
         st.plotly_chart(style(fig, height=460, title=title),
                         key=P + "pair_chart",
-                        on_select=partial(on_pair, dict(zip(shown, people_w, strict=True))),
+                        on_select=partial(on_pair, dict(zip(shown, people_w, strict=True)),
+                                          counts),
                         selection_mode="points")
         st.caption("Disagreement (% of the pair's box units) on the items both labeled. "
                     "Click a cell to list that pair's items below.")
@@ -443,7 +465,7 @@ with left:
                          dtick=1 if ious["n"] <= 10 else None)
         st.plotly_chart(style(fig, height=400,
                               title=f"IoU histogram · mean {ious['mean']:.2f}, "
-                                    f"median {ious['median']:.2f}"),
+                                    f"median {ious['median']:.2f}" + filter_title),
                         key=P + "iou_hist")
         st.caption(f"{ious['n']:,} matched box pairs (agreement or class), in bins of "
                    f"{width:g} IoU.")
@@ -465,8 +487,12 @@ with right:
                       annotation_position="bottom right")
         fig.update_xaxes(title="IoU threshold t for a match", dtick=0.05)
         fig.update_yaxes(title="agreement (% of box units)", ticksuffix="%", range=[0, 105])
-        st.plotly_chart(style(fig, height=400, title="Agreement vs IoU threshold"),
+        st.plotly_chart(style(fig, height=400, title="Agreement vs IoU threshold"
+                              + (" · all pairs" if filter_text else "")),
                         key=P + "iou_curve")
+        if filter_text:
+            st.caption("The week's official curve over all pairs: the sidebar filters do "
+                       "not apply here.")
 
 # -- items behind a number ---------------------------------------------------------------
 

@@ -217,3 +217,52 @@ def test_sidebar_links_keep_the_week(browser, server):
         assert page.get_by_role("combobox", name="ISO week").input_value() == "2026-W37"
     finally:
         page.close()
+
+
+def _click_cell(page, title: str, x: str, y: str) -> None:
+    """Click the cell (x, y) of the plotly chart whose title contains ``title``."""
+    find = """(title) => [...document.querySelectorAll('.js-plotly-plot')].find(
+        g => ((g.layout && g.layout.title || {}).text || '').includes(title))"""
+    page.wait_for_function(f"([title]) => !!({find})(title)", arg=[title], timeout=30_000)
+    pos = page.evaluate(f"""([title, x, y]) => {{
+        const gd = ({find})(title);
+        gd.scrollIntoView();
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const r = gd.getBoundingClientRect();
+        return [r.left + xa._offset + xa.d2p(x), r.top + ya._offset + ya.d2p(y)];
+    }}""", [title, x, y])
+    page.mouse.click(*pos)
+
+
+@pytest.mark.parametrize("only", ["class_disagreements", "presence_disagreements"])
+def test_a_pair_cell_lists_that_pairs_items_under_its_category(browser, server,
+                                                               demo_project, only):
+    """A pair with only class (or only presence) disagreements lists them on a click,
+    whatever category was showing."""
+    from conftest import query
+
+    from metrics import visual
+    from metrics.config import load_config
+
+    week = "2026-W47"
+    config = load_config(demo_project)
+    pairs = query(config, visual.pair_breakdown, week)
+    other = ({"class_disagreements", "presence_disagreements"} - {only}).pop()
+    row = pairs[(pairs[only] > 0) & (pairs[other] == 0)].iloc[0]
+    a, b = row["annotator_a"], row["annotator_b"]
+    kind = only.split("_")[0]
+    start = "presence" if kind == "class" else "class"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{server}/Visual_agreement?week={week}&kind={start}")
+        _click_cell(page, "M3 per annotator pair", b, a)
+        page.wait_for_function("() => location.search.includes('pair=')", timeout=30_000)
+        page.wait_for_timeout(1500)
+        _assert_no_exception(page, "visual after a pair click")
+        assert f"kind={kind}" in page.url and f"pair={a}%7C{b}" in page.url
+        items = query(config, visual.disagreement_items, week, kind=kind, annotator=(a, b))
+        assert not items.empty
+        text = page.locator('[data-testid="stMarkdown"]').all_inner_texts()
+        assert any(t.startswith(f"{len(items)} item") and f"{a} × {b}" in t for t in text)
+    finally:
+        page.close()

@@ -165,6 +165,36 @@ def test_visual_confusion_chart_numbers_are_the_matrix(demo):
     assert any(i != j and matrix[i][j] for i in range(len(labels)) for j in range(len(labels)))
 
 
+def test_visual_text_card_shows_each_fields_small_sample_warning(demo):
+    week = "2026-W47"
+    v = query(demo, visual.visual_week, week)
+    warned = {f: d["warnings"] for f, d in v["text"].items() if d.get("warnings")}
+    assert warned, "the demo week has text fields below min_units"
+    at = app("visual", week=week)
+    no_exception(at)
+    captions = [c.value for c in at.caption]
+    for warnings in warned.values():
+        for w in warnings:
+            assert f"⚠️ {w}" in captions
+
+
+def test_visual_pair_heatmap_scale_starts_at_zero_when_every_pair_agrees(demo):
+    week = "2026-W47"
+    pairs = query(demo, inventory.pair_counts, week, label="bicycle")
+    assert not pairs.empty and (pairs["disagreement_rate"].fillna(0) == 0).all()
+    at = app("visual", week=week, label="bicycle")
+    no_exception(at)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    spec = next(s for s in specs
+                if "M3 per annotator pair" in str(s["layout"].get("title", {}).get("text")))
+    heat = spec["data"][0]
+    assert (heat["zmin"], heat["zmax"]) == (0, 1.0)   # 0% is the scale's white end
+    # The IoU histogram says it is filtered; the threshold curve says it is not.
+    titles = [str(s["layout"].get("title", {}).get("text")) for s in specs]
+    assert any("IoU histogram" in t and "label bicycle" in t for t in titles)
+    assert any("Agreement vs IoU threshold · all pairs" in t for t in titles)
+
+
 def test_visual_hostile_filters_from_the_url_are_ignored(demo):
     at = app("visual", week="2026-W47'; DROP TABLE annotations; --",
              label="<script>alert(1)</script>", annotator="x' OR '1'='1", kind="nope",

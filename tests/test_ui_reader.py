@@ -98,3 +98,10 @@ def test_the_stamp_changes_with_the_database_file_or_its_log(tmp_path):
     assert before == store.db_stamp(db)
     (tmp_path / "x.duckdb.wal").write_bytes(b"12")
     assert store.db_stamp(db) != before
+
+
+def test_a_ci_of_one_value_says_it_is_degenerate():
+    assert ui.fmt_ci([0.1, 0.25]) == "95% CI 10.0–25.0%"
+    assert ui.fmt_ci(None) == "CI –"
+    flat = ui.fmt_ci([0.0, 0.0])
+    assert flat.startswith("95% CI 0.0–0.0% (") and "every resample" in flat

@@ -282,7 +282,12 @@ def fmt_rate(rate: float | None, digits: int = 1) -> str:
 def fmt_ci(ci: Any, digits: int = 1) -> str:
     if not ci or ci[0] is None:
         return "CI –"
-    return f"95% CI {ci[0] * 100:.{digits}f}–{ci[1] * 100:.{digits}f}%"
+    text = f"95% CI {ci[0] * 100:.{digits}f}–{ci[1] * 100:.{digits}f}%"
+    if ci[0] == ci[1]:
+        # A bootstrap whose every resample gives the same rate (say, no item disagrees):
+        # the interval is exact for these items, not a sign of certainty.
+        return text + " (every resample gives this rate: too little variation to bound it)"
+    return text
 
 
 def status_badge(status: str | None) -> str:
