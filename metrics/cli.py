@@ -8,6 +8,7 @@ print one message naming the file, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,7 @@ from typing import Sequence
 import orjson
 
 from metrics.config import ConfigError, load_config
-from metrics.ingest import FileUnusable, IngestSummary
+from metrics.ingest import FileUnusable, IngestSummary, SettingError
 from metrics.store import DatabaseError
 
 FORMATS = ("auto", "native", "labelstudio", "coco", "cvat")
@@ -224,8 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileUnusable, DatabaseError, UsageError) as exc:
+    except (ConfigError, FileUnusable, DatabaseError, SettingError, UsageError) as exc:
         print(f"labelqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`labelqa report | head`): the rest of the output has
+        # nowhere to go. Point stdout at devnull so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a path the system refuses (not a folder, no permission...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"labelqa {args.command}: error: {where}{exc.strerror or exc}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"labelqa {args.command}: interrupted; nothing of the current file was "

@@ -222,6 +222,12 @@ def parse_config(raw: dict, file: Path) -> ProjectConfig:
     proj.only({"name", "database", "images", "contract", "timezone"})
     name = proj.get("name", str, what="a string")
     database = root / proj.get("database", str, "labelqa.duckdb", what="a path string")
+    if database.is_dir():
+        raise proj.fail("database", f"{database} is a folder; name the database file "
+                        "(e.g. \"labelqa.duckdb\")")
+    if any(parent.exists() and not parent.is_dir() for parent in database.parents):
+        raise proj.fail("database", f"{database}: a part of the path is a file, not a "
+                        "folder")
     images = root / proj.get("images", str, "images", what="a path string")
     contract_rel = proj.get("contract", str, what="a path to a JSON Schema file")
     contract = root / contract_rel

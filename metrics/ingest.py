@@ -54,6 +54,7 @@ RAW_KEEP_CHARS = 4000           # quarantine keeps this much of a bad line
 EXAMPLES_KEPT = 20
 ROLES = ("annotator", "reviewer", "gold", "model")
 _BOM = b"\xef\xbb\xbf"
+_JSON_SPACE = b" \t\r\n"
 
 
 class FileUnusable(Exception):
@@ -150,10 +151,15 @@ def parse_line(raw: bytes, line: int) -> Record | Bad:
         if (bad := _bad_utf8(raw, line)) is not None:
             return bad
         reason = f"not valid JSON: {exc}"
+        # Python's json reads NaN/Infinity, which orjson (RFC 8259) rejects: when that
+        # is what failed, say which. orjson's own message names anything else (a lone
+        # surrogate escape, a number too large for a double) with its column.
+        found: list[str] = []
         try:
-            # Python's json accepts NaN/Infinity; orjson (RFC 8259) does not.
-            json.loads(raw)
-            reason = "NaN or Infinity is not valid JSON (RFC 8259)"
+            json.loads(raw, parse_constant=found.append)
+            if found:
+                reason = (f"{found[0]} is not valid JSON (RFC 8259): NaN and Infinity "
+                          "have no JSON form")
         except (ValueError, RecursionError):
             pass
         return Bad(line, reason, _raw_text(raw))
@@ -396,7 +402,12 @@ class Checker:
         def extra(pointer: str, instance: str, keyword: str, message: str) -> None:
             errors.append((pointer, instance, keyword, message))
 
-        content = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        try:
+            content = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+            dumps = orjson.dumps
+        except orjson.JSONEncodeError:  # nested past orjson's 254 levels (DESIGN allows 256)
+            content = _deep_dumps(obj, option=orjson.OPT_SORT_KEYS)
+            dumps = _deep_dumps
         chash = hashlib.blake2b(content, digest_size=16).hexdigest()
         ann_id = obj.get("annotation_id")
         if ann_id is None:
@@ -408,8 +419,9 @@ class Checker:
 
         role = obj.get("role", "annotator")
         if role not in ROLES:
-            extra("/role", "/role", "enum", f"role must be one of {', '.join(ROLES)}, "
-                  f"got {_short(role)}")
+            if not any(err[1] == "/role" for err in errors):  # the schema may say it
+                extra("/role", "/role", "enum", f"role must be one of {', '.join(ROLES)}, "
+                      f"got {_short(role)}")
             role = str(role)
         flags = {}
         for name in ("prefilled", "reviewed"):
@@ -454,7 +466,8 @@ class Checker:
                             extra("/boxes/*/bbox", f"/boxes/{i}/bbox", "withinImage",
                                   f"box {i} [{x:g}, {y:g}, {w:g}, {h:g}] extends outside "
                                   f"the {width:g}x{height:g} image (1 px tolerance)")
-                elif not any(err[1].startswith(f"/boxes/{i}") for err in errors):
+                elif not any(err[1].startswith(f"/boxes/{i}/bbox") or err[1] == f"/boxes/{i}"
+                             for err in errors):
                     # Whatever the project's schema says, a box needs [x, y, w, h].
                     extra("/boxes/*/bbox", f"/boxes/{i}/bbox", "bboxFormat",
                           f"box {i} has no usable bbox (need [x, y, w, h] in pixels), "
@@ -465,7 +478,7 @@ class Checker:
                 if batch is not None:
                     attrs = box.get("attributes")
                     batch.box.append((idx, i, label, x, y, w, h,
-                                      orjson.dumps(attrs) if attrs is not None else None,
+                                      dumps(attrs) if attrs is not None else None,
                                       matchable))
 
         fields = obj.get("fields")
@@ -488,9 +501,9 @@ class Checker:
             us, week,
             gv if isinstance(gv, str) else None, uri, width, height, flags["prefilled"],
             flags["reviewed"], rb if isinstance(rb, str) else None,
-            orjson.dumps(fields) if isinstance(fields, dict) else None,
-            orjson.dumps(draft) if draft is not None else None,
-            orjson.dumps(rec.original) if rec.original is not None else None,
+            dumps(fields) if isinstance(fields, dict) else None,
+            dumps(draft) if draft is not None else None,
+            _deep_dumps(rec.original) if rec.original is not None else None,
             chash, n_boxes,
             len(errors),   # ExportState.admit adds the errors only it can tell
             n_err, len(violations) - n_err,
@@ -747,7 +760,19 @@ def _short(value: Any, n: int = 60) -> str:
 
 
 def _dump(obj: Any) -> str:
-    return _raw_text(orjson.dumps(obj))
+    return _raw_text(_deep_dumps(obj))
+
+
+def _deep_dumps(obj: Any, option: int = 0) -> bytes:
+    """`orjson.dumps`, or the standard library's compact JSON for a value nested deeper
+    than orjson serializes (254 levels; lines up to DESIGN's 256 are loaded). The same
+    value always gives the same bytes, so content hashes stay stable."""
+    try:
+        return orjson.dumps(obj, option=option)
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, sort_keys=bool(option & orjson.OPT_SORT_KEYS),
+                          ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode()
 
 
 # -- the pipeline -----------------------------------------------------------------------
@@ -768,20 +793,26 @@ def _progress(path: Path, enabled: bool | None):
                 leave=False, disable=disable, file=sys.stderr)
 
 
+class SettingError(ValueError):
+    """An environment setting labelqa cannot use (the CLI exits 2 with it)."""
+
+
 def ingest_workers(path: Path) -> int:
     """Worker processes for checking a native export: one per CPU for a big file, none
     for a small one (starting them costs more than they save). `LABELQA_INGEST_WORKERS`
-    overrides it (0 or 1: check in this process)."""
+    overrides it (0 or 1: check in this process), up to the larger of 4 and the CPUs:
+    each worker holds its blocks in memory, and more of them than CPUs only costs that."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
     env = os.environ.get("LABELQA_INGEST_WORKERS", "").strip()
     if env:
-        if not env.isdigit():
-            raise ValueError(f"LABELQA_INGEST_WORKERS must be a whole number (0 or 1: no "
-                             f"worker processes), got {env!r}")
-        return int(env)
+        if not (env.isascii() and env.isdigit()):
+            raise SettingError(f"LABELQA_INGEST_WORKERS must be a whole number (0 or 1: "
+                               f"no worker processes), got {env!r}")
+        return min(int(env), max(4, cpus))
     if path.stat().st_size < PARALLEL_MIN_BYTES:
         return 0
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    return cpus
 
 
 def _native_ranges(path: Path, on_bytes: Callable[[int], None] | None,
@@ -824,7 +855,7 @@ def _native_events(lines: list[bytes], first: int) -> Iterator[Event]:
         if lineno == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM):]
         raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
+        if not raw.strip(_JSON_SPACE):  # blank: JSON whitespace only (RFC 8259)
             continue
         yield parse_line(raw, lineno)
 
@@ -1067,7 +1098,8 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
     meanwhile keep working; a failure, Ctrl-C or a killed process leaves the database as
     it was.
 
-    Raises FileUnusable for a file that cannot be used; the files before it are loaded.
+    Raises FileUnusable for a file that cannot be used; then nothing is loaded, from
+    any file: one command loads all its files or none.
     `after_load` runs once inside the transaction (derived tables are rebuilt there, so
     readers never see new rows without their derived numbers). `options` (a
     `metrics.importers.ImportOptions`) supply what a tool's export lacks (annotator,
@@ -1104,12 +1136,15 @@ def ingest_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str
                                 progress=progress)
             except FileUnusable as exc:
                 unusable = exc
+                if len(plan) > 1:
+                    unusable = FileUnusable(exc.path, f"{exc.problem}; nothing was loaded "
+                                            "from any file of this ingest")
                 break
             summary.files.append(st.fs)
             if not st.fs.already_ingested:
                 staged.append(st)
         # 3. The move into the project database: the only part under the write lock.
-        if staged:
+        if staged and unusable is None:
             t1 = time.perf_counter()
             with store.open_db(config.database, wait_s=3600.0, on_wait=on_wait) as con:
                 _commit(con, staged, after_load=after_load, t1=t1)

@@ -6,6 +6,7 @@ conflicting image sizes fall in different blocks (and so in different workers)."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -157,9 +158,25 @@ def test_worker_count_setting(tmp_path, monkeypatch):
     assert ingest_mod.ingest_workers(small) == 0          # small: not worth starting
     monkeypatch.setenv("LABELQA_INGEST_WORKERS", "3")
     assert ingest_mod.ingest_workers(small) == 3
-    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "two")
-    with pytest.raises(ValueError, match="LABELQA_INGEST_WORKERS must be a whole number"):
-        ingest_mod.ingest_workers(small)
+    # No more than max(4, CPUs): a thousand workers would each hold blocks in memory.
+    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "1000")
+    assert ingest_mod.ingest_workers(small) == max(4, len(os.sched_getaffinity(0)))
+    for bad in ("two", "²"):
+        monkeypatch.setenv("LABELQA_INGEST_WORKERS", bad)
+        with pytest.raises(ValueError, match="LABELQA_INGEST_WORKERS must be a whole"):
+            ingest_mod.ingest_workers(small)
+
+
+def test_a_bad_worker_setting_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
+    from metrics.cli import main
+
+    export = tmp_path / "w.jsonl"
+    export.write_text('{"item_id": "a", "annotator_id": "b", "submitted_at": '
+                      '"2026-01-06T10:00:00Z"}\n')
+    assert main(["init", str(tmp_path / "p")]) == 0
+    monkeypatch.setenv("LABELQA_INGEST_WORKERS", "abc")
+    assert main(["check", str(export), "--project", str(tmp_path / "p")]) == 2
+    assert "LABELQA_INGEST_WORKERS must be a whole number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rows", [7, 10_000])

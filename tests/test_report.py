@@ -4,6 +4,8 @@ the text output, `--fail-on` and the exit codes."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import CONFIG, record
@@ -241,3 +243,23 @@ def test_build_report_reads_a_read_only_connection(project):
     rep = build_report(con, project.config)
     assert rep["week"] == "2026-W02" and rep["annotations"] == 9
     con.close()
+
+
+def test_a_closed_output_pipe_ends_quietly(demo_project):
+    # `labelqa report | head`: the reader is gone before the report is written.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metrics.cli", "report", "--project", str(demo_project),
+         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_a_path_the_system_refuses_is_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["init", str(blocker / "project")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("labelqa init: error: ") and "Not a directory" in err
+    assert "Traceback" not in err
