@@ -8,6 +8,7 @@ URL: ?week=2026-W47&scope=all&annotator=ann-02
 from __future__ import annotations
 
 import html
+import math
 from urllib.parse import urlencode
 
 import plotly.graph_objects as go
@@ -18,8 +19,27 @@ from pages.common import ui
 
 P = "an_"
 FONT = 16
+MAX_TICKS = 8  # week labels on a half-width chart that fit side by side, unrotated
 
 
+def week_axis(fig: go.Figure, weeks: list[str]) -> None:
+    """Short, unrotated week ticks ("W36"; the year under the first and at a new year),
+    at most MAX_TICKS of them with the latest always labelled, and the legend under the
+    axis title in room of its own: rotated "2026-W36" labels were clipped and the axis
+    title was drawn over the legend."""
+    step = max(1, math.ceil(len(weeks) / MAX_TICKS))
+    shown = weeks[::-1][::step][::-1]
+    years = {w[:4] for w in weeks}
+    text, year = [], None
+    for w in shown:
+        text.append(w[5:] if len(years) == 1 or w[:4] == year else f"{w[5:]}<br>{w[:4]}")
+        year = w[:4]
+    fig.update_xaxes(type="category", tickvals=shown, ticktext=text, tickangle=0,
+                     title=f"ISO week of {years.pop()}" if len(years) == 1 else "ISO week",
+                     tickfont={"size": FONT - 2})
+    fig.update_layout(legend={"orientation": "h", "yref": "container", "y": 0,
+                              "yanchor": "bottom", "x": 0, "xanchor": "left"},
+                      margin={"l": 10, "r": 10, "t": 60, "b": 115})
 
 
 def guideline_marks(fig: go.Figure, weeks: list[str]) -> None:
@@ -160,11 +180,9 @@ with left:
     guideline_marks(fig, weeks_shown)
     fig.update_yaxes(title="% of their annotations", ticksuffix="%", rangemode="tozero",
                      tickfont={"size": FONT - 2})
-    fig.update_xaxes(title="ISO week", tickfont={"size": FONT - 2})
-    fig.update_layout(height=420, font={"size": FONT}, hoverlabel={"font_size": FONT},
-                      legend={"orientation": "h", "y": -0.3},
-                      title={"text": f"Error rates · {html.escape(person)}"},
-                      margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig.update_layout(height=480, font={"size": FONT}, hoverlabel={"font_size": FONT},
+                      title={"text": f"Error rates · {html.escape(person)}"})
+    week_axis(fig, weeks_shown)
     st.plotly_chart(fig, key=P + "errors")
 with right:
     fig = go.Figure()
@@ -186,11 +204,9 @@ with right:
     guideline_marks(fig, weeks_shown)
     fig.update_yaxes(title="% of box units in agreement", ticksuffix="%",
                      tickfont={"size": FONT - 2})
-    fig.update_xaxes(title="ISO week", tickfont={"size": FONT - 2})
-    fig.update_layout(height=420, font={"size": FONT}, hoverlabel={"font_size": FONT},
-                      legend={"orientation": "h", "y": -0.3},
-                      title={"text": f"Agreement · {html.escape(person)}"},
-                      margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig.update_layout(height=480, font={"size": FONT}, hoverlabel={"font_size": FONT},
+                      title={"text": f"Agreement · {html.escape(person)}"})
+    week_axis(fig, weeks_shown)
     st.plotly_chart(fig, key=P + "agreement")
     if not (s["peer_units"] > 0).any():
         st.caption("No double-annotated items with this annotator: raise `[sample] rate` or "

@@ -298,6 +298,25 @@ def test_annotators_table_and_trend(demo):
     assert spec["data"][0]["x"] == list(series["week"])
 
 
+def test_annotators_trend_charts_have_readable_week_ticks_and_legend(demo):
+    """Rotated "2026-W36" ticks were clipped on the half-width charts and the axis title
+    overlapped the legend: short unrotated ticks (at most 8, the latest labelled), the
+    year in the axis title, the legend anchored to the bottom of the figure."""
+    at = app("annotators", week="2026-W47", annotator="ann-01")
+    no_exception(at)
+    specs = [json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")]
+    layouts = {lay["title"]["text"]: lay for lay in specs}
+    weeks = list(query(demo, inventory.annotator_series, "ann-01")["week"])
+    for title in ("Error rates · ann-01", "Agreement · ann-01"):
+        x, legend = layouts[title]["xaxis"], layouts[title]["legend"]
+        assert x["tickangle"] == 0
+        assert x["tickvals"][-1] == weeks[-1] and 2 <= len(x["tickvals"]) <= 8
+        assert x["ticktext"] == [w[5:] for w in x["tickvals"]]   # "W36"
+        assert x["title"]["text"] == f"ISO week of {weeks[-1][:4]}"
+        assert (legend["yref"], legend["y"], legend["yanchor"]) == ("container", 0, "bottom")
+        assert layouts[title]["margin"]["b"] >= 100
+
+
 def test_annotators_flags_rubber_stamping(demo):
     at = app("annotators", scope="all")
     no_exception(at)
