@@ -16,7 +16,7 @@ from typing import Sequence
 import orjson
 
 from metrics.config import ConfigError, load_config
-from metrics.ingest import FileUnusable, IngestSummary, SettingError
+from metrics.ingest import CHECK_EXAMPLES_KEPT, FileUnusable, IngestSummary, SettingError
 from metrics.store import DatabaseError
 
 FORMATS = ("auto", "native", "labelstudio", "coco", "cvat")
@@ -34,7 +34,15 @@ def _fmt_counts(counter: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items())) or "none"
 
 
-def print_summary(summary: IngestSummary, *, verb: str, out=None) -> None:
+def _more(out, n: int, what: str) -> None:
+    if n > 0:
+        out.write(f"    ... and {n:,} more {what} not listed\n")
+
+
+def print_summary(summary: IngestSummary, *, verb: str, out=None,
+                  examples: int = 10) -> None:
+    """Each file's counts, with up to `examples` contract errors and quarantined lines
+    (and how many more there are)."""
     out = out or sys.stdout
     for f in summary.files:
         if f.already_ingested:
@@ -57,13 +65,17 @@ def print_summary(summary: IngestSummary, *, verb: str, out=None) -> None:
             out.write("  contract errors by path and keyword:\n")
             for (pointer, keyword), n in f.errors_by.most_common(15):
                 out.write(f"    {n:>7,}  {pointer or '/'}  {keyword}\n")
-            out.write("  first examples:\n")
-            for line, pointer, keyword, message in f.error_examples[:10]:
+            shown = f.error_examples[:examples]
+            out.write("  first examples:\n" if len(shown) < f.keep else "  errors:\n")
+            for line, pointer, keyword, message in shown:
                 out.write(f"    line {line}: {pointer or '/'} [{keyword}] {message}\n")
+            _more(out, sum(f.errors_by.values()) - len(shown), "contract errors")
         if f.quarantine_examples:
             out.write("  quarantined lines:\n")
-            for line, reason in f.quarantine_examples[:10]:
+            shown = f.quarantine_examples[:examples]
+            for line, reason in shown:
                 out.write(f"    line {line}: {reason}\n")
+            _more(out, f.quarantined - len(shown), "quarantined lines")
     if len(summary.files) > 1:
         t = summary.to_json()
         out.write(f"total: {t['records']:,} records: {t['loaded']:,} {verb}, "
@@ -143,9 +155,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             {"path": f.path, "pointer": p, "keyword": k, "count": n}
             for f in summary.files for (p, k), n in sorted(f.errors_by.items())
         ]
+        # The lines behind them (up to CHECK_EXAMPLES_KEPT of each per file).
+        out["error_lines"] = [
+            {"path": f.path, "line": line, "pointer": p, "keyword": k, "message": m}
+            for f in summary.files for line, p, k, m in f.error_examples
+        ]
+        out["quarantine"] = [
+            {"path": f.path, "line": line, "reason": reason}
+            for f in summary.files for line, reason in f.quarantine_examples
+        ]
         _print_json(out)
     else:
-        print_summary(summary, verb="would load")
+        print_summary(summary, verb="would load", examples=CHECK_EXAMPLES_KEPT)
     bad = summary.total("schema_error_annotations") + summary.total("quarantined")
     if not args.json:
         print("check: FAILED" if bad else "check: passed")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -52,6 +53,7 @@ MAX_DEPTH = 256
 BATCH_ROWS = 20_000
 RAW_KEEP_CHARS = 4000           # quarantine keeps this much of a bad line
 EXAMPLES_KEPT = 20
+CHECK_EXAMPLES_KEPT = 1000     # `check` lists this many quarantined lines and errors per file
 ROLES = ("annotator", "reviewer", "gold", "model")
 _BOM = b"\xef\xbb\xbf"
 _JSON_SPACE = b" \t\r\n"
@@ -150,7 +152,10 @@ def parse_line(raw: bytes, line: int) -> Record | Bad:
     except orjson.JSONDecodeError as exc:
         if (bad := _bad_utf8(raw, line)) is not None:
             return bad
-        reason = f"not valid JSON: {exc}"
+        # orjson counts lines within what it parsed: always line 1 here, so only the
+        # column says where.
+        reason = "not valid JSON: " + re.sub(r": line 1 column (\d+) \(char \d+\)$",
+                                             r" at column \1", str(exc))
         # Python's json reads NaN/Infinity, which orjson (RFC 8259) rejects: when that
         # is what failed, say which. orjson's own message names anything else (a lone
         # surrogate escape, a number too large for a double) with its column.
@@ -189,6 +194,7 @@ class FileSummary:
     errors_by: Counter = field(default_factory=Counter)          # (pointer, keyword) -> n
     error_examples: list = field(default_factory=list)          # (line, pointer, kw, message)
     quarantine_examples: list = field(default_factory=list)     # (line, reason)
+    keep: int = field(default=EXAMPLES_KEPT, repr=False)         # examples kept of each
 
     @property
     def balanced(self) -> bool:
@@ -595,7 +601,7 @@ class ExportState:
         fs.skipped.update(ch.skipped)
         fs.skipped_records += ch.skipped_records
         fs.quarantined += len(ch.bad)
-        room = EXAMPLES_KEPT - len(fs.quarantine_examples)
+        room = fs.keep - len(fs.quarantine_examples)
         if room > 0:
             fs.quarantine_examples.extend(ch.bad[:room])
         n = len(ch)
@@ -646,7 +652,7 @@ class ExportState:
         for pos in sorted(errors):
             for pointer, _inst, keyword, message in errors[pos]:
                 fs.errors_by[(pointer, keyword)] += 1
-                if len(fs.error_examples) < EXAMPLES_KEPT:
+                if len(fs.error_examples) < fs.keep:
                     fs.error_examples.append((ch.lines[pos], pointer, keyword, message))
 
     def _admit_each(self, ch: Chunk, fs: FileSummary, next_key: int,
@@ -1069,17 +1075,24 @@ def check_files(config: ProjectConfig, paths: Iterable[Path | str], *, fmt: str 
                 ) -> IngestSummary:
     """Dry run: every check of ingest, nothing written. Raises FileUnusable.
 
+    Image sizes are checked against the items already stored, as ingest would; up to
+    `CHECK_EXAMPLES_KEPT` quarantined lines and contract errors are kept per file.
     `options` (a `metrics.importers.ImportOptions`) supply what a tool's export lacks.
     """
     summary = IngestSummary()
     from metrics.importers.detect import plan_exports
 
+    stored: dict[str, tuple[float, float]] = {}
+    if config.database.exists():
+        with store.open_db(config.database, read_only=True) as con:
+            stored = {r[0]: (r[1], r[2]) for r in con.execute(
+                "SELECT item_id, image_width, image_height FROM items").fetchall()}
     for unit, opts in plan_exports(config, [Path(p) for p in paths], fmt, options):
         name, reader = resolve_reader(unit.path, unit.fmt, opts)
-        fs = FileSummary(unit.label, format=name)
+        fs = FileSummary(unit.label, format=name, keep=CHECK_EXAMPLES_KEPT)
         # Each file is checked on its own, as its own export would be.
-        process_file(unit.path, Checker(config), ExportState(), fs, reader=reader,
-                     sink=None, next_key=0, progress=progress)
+        process_file(unit.path, Checker(config), ExportState(dict(stored)), fs,
+                     reader=reader, sink=None, next_key=0, progress=progress)
         summary.files.append(fs)
     return summary
 

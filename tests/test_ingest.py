@@ -323,7 +323,39 @@ def test_check_is_a_dry_run_with_exit_codes(project, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["errors"] == [{"path": str(bad), "pointer": "/fields/weather",
                                "keyword": "enum", "count": 1}]
+    assert data["error_lines"] == [{"path": str(bad), "line": 1, "pointer": "/fields/weather",
+                                    "keyword": "enum",
+                                    "message": data["error_lines"][0]["message"]}]
+    assert data["quarantine"] == [{"path": str(bad), "line": 2,
+                                   "reason": "line is an array, not a JSON object"}]
     assert not project.config.database.exists()  # nothing written
+
+
+def test_check_lists_every_bad_line_and_says_how_many_more(project, capsys, monkeypatch):
+    lines = [record(item=f"i{i}") if i % 2 else "[1]" for i in range(30)]
+    bad = project.write("bad.jsonl", lines)
+    assert main(["check", str(bad), "--project", str(project.root)]) == 1
+    out = capsys.readouterr().out
+    assert all(f"line {n}: line is an array" in out for n in range(1, 31, 2))
+    assert "more" not in out
+    monkeypatch.setattr(ingest_mod, "CHECK_EXAMPLES_KEPT", 4)
+    assert main(["check", str(bad), "--project", str(project.root), "--json"]) == 1
+    assert [q["line"] for q in json.loads(capsys.readouterr().out)["quarantine"]] == [
+        1, 3, 5, 7]
+    # Ingest's summary lists ten and counts the rest.
+    assert main(["ingest", str(bad), "--project", str(project.root)]) == 0
+    out = capsys.readouterr().out
+    assert "line 19: line is an array" in out and "line 21:" not in out
+    assert "... and 5 more quarantined lines not listed" in out
+
+
+def test_check_sees_image_sizes_already_stored(project, capsys):
+    project.ingest(project.write("w1.jsonl", [record(item="i1")]))
+    other = record(item="i1", annotator="b",
+                   image={"uri": "images/i1.png", "width": 64, "height": 64})
+    path = project.write("w2.jsonl", [other])
+    assert main(["check", str(path), "--project", str(project.root)]) == 1
+    assert "[imageSize]" in capsys.readouterr().out
 
 
 def test_ingest_json_summary_keys(project, capsys):
