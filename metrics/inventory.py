@@ -650,9 +650,10 @@ def safe_upload_name(name: str) -> str:
 
 def save_upload(config: ProjectConfig, name: str, stream: BinaryIO, size: int | None = None,
                 *, on_progress: Callable[[int, int], None] | None = None,
-                chunk: int = 1 << 20) -> Path:
-    """Store an uploaded export under :func:`upload_dir`; refuse it when over
-    ``[dashboard] max_upload_mb`` (checked before and while writing).
+                chunk: int = 1 << 20, folder: Path | None = None) -> Path:
+    """Store an uploaded export under :func:`upload_dir` (or `folder`, e.g. a scratch
+    folder for a dry run); refuse it when over ``[dashboard] max_upload_mb`` (checked
+    before and while writing).
 
     The file is written to a temporary name and renamed, so a half-written upload is
     never visible. A file of the same name with different content gets a numbered name;
@@ -667,7 +668,7 @@ def save_upload(config: ProjectConfig, name: str, stream: BinaryIO, size: int | 
             "([dashboard] max_upload_mb in labelqa.toml); ingest it from a terminal "
             "with `labelqa ingest` instead")
     safe = safe_upload_name(name)
-    folder = upload_dir(config)
+    folder = upload_dir(config) if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     total = size or 0
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=folder)

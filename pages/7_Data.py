@@ -8,8 +8,11 @@ URL: ?export=3
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -176,17 +179,23 @@ if uploaded is not None:
                                 submitted_at=submitted.strip() or None)
         result: dict = {"action": action, "file": uploaded.name}
         failure: tuple[str, str] | None = None
-        with st.status(f"Saving {uploaded.name}…", expanded=True) as status:
+        with st.status(f"Saving {uploaded.name}…", expanded=True) as status, \
+                contextlib.ExitStack() as scratch:
             bar = st.progress(0.0, text="saving the upload")
             try:
                 uploaded.seek(0)
+                # A dry run checks a scratch copy, removed afterwards: nothing is written
+                # to the project.
+                folder = (Path(scratch.enter_context(tempfile.TemporaryDirectory(
+                    prefix="labelqa-check-"))) if action == "check" else None)
                 path = inventory.save_upload(
-                    config, uploaded.name, uploaded, size,
+                    config, uploaded.name, uploaded, size, folder=folder,
                     on_progress=lambda done, total: bar.progress(
                         min(1.0, done / max(total, 1)),
                         text=f"saved {inventory.fmt_size(done)} of "
                              f"{inventory.fmt_size(total)}"))
-                bar.progress(1.0, text=f"saved as exports/uploads/{path.name}")
+                bar.progress(1.0, text="saved a scratch copy to check" if folder else
+                             f"saved as exports/uploads/{path.name}")
                 if action == "check":
                     status.update(label="Checking against the contract (nothing is written)…")
                     summary = check_files(config, [path], progress=False, options=options)

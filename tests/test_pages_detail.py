@@ -380,9 +380,10 @@ def test_data_upload_check_then_ingest(empty):
     at.button(key="data_run").click().run()
     no_exception(at)
     assert "Problems" in texts(at) and "1 line to quarantine" in texts(at)
-    saved = inventory.upload_dir(config) / "week_1.jsonl"
-    assert saved.read_bytes() == content
-    assert not config.database.exists()  # a dry run writes nothing
+    # A dry run writes nothing: no database, no saved upload.
+    assert not config.database.exists()
+    folder = inventory.upload_dir(config)
+    assert not folder.exists() or not any(folder.iterdir())
 
     at.radio(key="data_action").set_value("ingest").run()
     at.button(key="data_run").click().run()
@@ -391,7 +392,9 @@ def test_data_upload_check_then_ingest(empty):
     exports = frame(at, "balanced")
     assert list(exports["name"]) == ["week_1.jsonl"]
     assert len(frame(at, "raw")) == 1
+    saved = inventory.upload_dir(config) / "week_1.jsonl"
     assert sorted(p.name for p in inventory.upload_dir(config).iterdir()) == ["week_1.jsonl"]
+    assert saved.read_bytes() == content
 
 
 # -- the metrics behind these pages (metrics.inventory) ----------------------------------
