@@ -814,7 +814,7 @@ def test_random_coco_documents_never_crash(tools, images, anns, indent):
     def image_key(value):
         if isinstance(value, bool) or value is None or value == "":
             return None
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             return int(value)
         return value if isinstance(value, (int, str)) else None
 

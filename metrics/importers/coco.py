@@ -28,7 +28,7 @@ from metrics.importers.common import (
     not_object,
     safe_dump,
 )
-from metrics.ingest import Bad, Event, FileUnusable, Skip
+from metrics.ingest import Bad, Event, FileUnusable, Skip, _json_kind
 
 
 def coco_role(path: Path) -> str:
@@ -71,7 +71,10 @@ def read_coco(path: Path, on_bytes: Callable[[int], None] | None = None, *,
     captions: dict[Any, list[tuple[int, dict]]] = defaultdict(list)
     for line, ann in pending:
         key = _key(ann.get("image_id"))
-        if key is None or key not in images:
+        if key is None:
+            bad.append(Bad(line, _bad_id(f"annotation {_short(ann.get('id'))}",
+                                         ann.get("image_id"), "image_id"), safe_dump(ann)))
+        elif key not in images:
             bad.append(Bad(line, f"annotation {_short(ann.get('id'))} refers to image_id "
                            f"{_short(ann.get('image_id'))}, which is not in 'images'",
                            safe_dump(ann)))
@@ -141,7 +144,7 @@ def _read_file(f: Path, on_bytes, images: dict, pending: list, categories: dict,
                         continue
                     k = _key(img.get("id"))
                     if k is None:
-                        bad.append(Bad(line, "image has no 'id' (an integer or string)",
+                        bad.append(Bad(line, _bad_id("image", img.get("id")),
                                        safe_dump(img)))
                     elif k in images:
                         if images[k][2] == f:
@@ -213,7 +216,12 @@ def _crowd(value: Any) -> bool:
 
 
 def _key(value: Any) -> Any:
-    """An id as a dict key: integers, and strings of digits as the same integers."""
+    """An id as a dict key: integers, and strings of ASCII digits as the same integers.
+
+    Only ASCII: `str.isdigit()` also holds for `"²"` or `"١"`, which `int()` refuses or
+    reads as another number; such ids stay strings, matched as written, as do strings too
+    long for `int()` (over 4,300 digits).
+    """
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -221,8 +229,21 @@ def _key(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value:
-        return int(value) if value.isdigit() else value
+        if value.isascii() and value.isdigit():
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        return value
     return None
+
+
+def _bad_id(what: str, value: Any, field: str = "id") -> str:
+    """Why an entry's id cannot be used, naming the field."""
+    if value is None:
+        return f"{what} has no '{field}' (an integer or string)"
+    return (f"{what} '{field}' is {_json_kind(value)} {_short(value)}, not an integer or "
+            "a non-empty string")
 
 
 def _order(value: Any) -> tuple:
