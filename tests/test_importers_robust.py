@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from metrics.importers import ImportOptions
-from metrics.ingest import Bad, Record, resolve_reader
+from metrics.ingest import Bad, FileUnusable, Record, resolve_reader
 
 WHEN = "2026-01-05T09:00:00Z"
 
@@ -68,3 +68,64 @@ def test_coco_bad_ids_are_quarantined_naming_the_field(tmp_path):
         "image has no 'id' (an integer or string)",
     ]
     assert [e.obj["item_id"] for e in events if isinstance(e, Record)] == ["c.jpg"]
+
+
+# -- CVAT numbers and dates ------------------------------------------------------------
+
+def _cvat(tmp_path: Path, images: str, dumped: str = "2026-01-06 10:00:00+00:00",
+          **options) -> list:
+    path = tmp_path / "cvat.xml"
+    path.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task><id>12</id><assignee><username>alice</username></assignee></task>
+    <dumped>{dumped}</dumped>
+  </meta>
+{images}
+</annotations>
+""", encoding="utf-8")
+    return _read(path, "cvat", **options)
+
+
+@pytest.mark.parametrize("dim, text", [("height", "1e300"), ("width", "-9223372036854775809"),
+                                       ("height", "1e999")])
+def test_cvat_image_size_beyond_64_bits_is_quarantined_naming_the_attribute(tmp_path, dim,
+                                                                           text):
+    other = "height" if dim == "width" else "width"
+    events = _cvat(tmp_path, f"""  <image id="0" name="a.jpg" {dim}="{text}" {other}="8">
+    <box label="car" xtl="0" ytl="0" xbr="4" ybr="4" occluded="0"/>
+  </image>
+  <image id="1" name="b.jpg" width="9223372036854775807" height="10"/>""")
+    (bad,) = [e for e in events if isinstance(e, Bad)]
+    assert bad.line == 8
+    assert bad.reason == (f"<image> {dim}={text!r} is too large for an image size "
+                          "(beyond a 64-bit integer)")
+    (rec,) = [e.obj for e in events if isinstance(e, Record)]
+    assert rec["image"] == {"uri": "b.jpg", "width": 9223372036854775807, "height": 10}
+
+
+def test_cvat_numbers_are_ascii(tmp_path):
+    # float() reads '١٢' as 12 and '1_0' as 10; CVAT writes neither, so they are kept as
+    # written (a contract error), never silently turned into other numbers.
+    events = _cvat(tmp_path, """  <image id="0" name="a.jpg" width="\uff11\uff10" height="1_0">
+    <box label="car" xtl="\u0661" ytl="0" xbr="4" ybr="4" occluded="0"/>
+    <box label="car" xtl=" 1.5e0 " ytl="0" xbr="4" ybr="4" occluded="0"/>
+  </image>""")
+    (rec,) = [e.obj for e in events if isinstance(e, Record)]
+    assert rec["image"]["width"] == "\uff11\uff10" and rec["image"]["height"] == "1_0"
+    assert rec["boxes"][0]["bbox"] is None
+    assert rec["boxes"][0]["attributes"]["cvat_box"]["xtl"] == "\u0661"
+    assert rec["boxes"][1]["bbox"] == [1.5, 0.0, 2.5, 4.0]
+
+
+def test_cvat_bad_dumped_date_names_dumped(tmp_path):
+    image = '  <image id="0" name="a.jpg" width="8" height="8"/>'
+    with pytest.raises(FileUnusable) as exc:
+        _cvat(tmp_path, image, dumped="2026-13-45 25:00")
+    assert exc.value.problem == (
+        "no submission time: <dumped> at line 6 is not an ISO 8601 date "
+        "('2026-13-45 25:00'); pass --submitted-at 2026-01-05T09:00:00Z (ISO 8601)")
+    events = _cvat(tmp_path, image, dumped="2026-13-45 25:00", submitted_at=WHEN)
+    (rec,) = [e.obj for e in events if isinstance(e, Record)]
+    assert rec["submitted_at"] == "2026-01-05T09:00:00+00:00"

@@ -8,9 +8,12 @@ expansion bombs and external entities are written) is refused before anything is
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -24,6 +27,10 @@ from metrics.ingest import Bad, Event, FileUnusable, Skip
 # Shapes this tool does not compare: counted as skipped by their tag name.
 SHAPES = ("polygon", "polyline", "points", "mask", "skeleton", "ellipse", "cuboid")
 _PROGRESS_BYTES = 1 << 16
+# A number as CVAT writes one: ASCII digits only (float() would also read '١٢' or '1_0').
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*",
+                     re.ASCII)
+_INT64 = 1 << 63
 
 
 class _LineSource:
@@ -54,6 +61,7 @@ class _LineSource:
 class _Meta:
     """What `<meta>` says: who, when, the id scope and the attribute types."""
     dumped: str | None = None
+    dumped_line: int = 0
     scope: str | None = None
     default_assignee: str | None = None
     assignees: dict[str, str] = field(default_factory=dict)      # task id -> username
@@ -128,7 +136,7 @@ def _walk(path: Path, src: _LineSource, options: ImportOptions) -> Iterator[Even
     depth = 0
     root = None
     meta = _Meta()
-    image_line = 0
+    image_line = dumped_line = 0
     for event, elem in iterparse(src, events=("start", "end"), forbid_dtd=True,
                                  forbid_entities=True, forbid_external=True):
         if event == "start":
@@ -140,6 +148,8 @@ def _walk(path: Path, src: _LineSource, options: ImportOptions) -> Iterator[Even
                                        "<annotations>: not a CVAT for images 1.1 export")
             elif depth == 2 and elem.tag == "image":
                 image_line = src.current
+            elif depth == 3 and elem.tag == "dumped":
+                dumped_line = src.current
             elif depth == 2 and elem.tag == "track":
                 raise FileUnusable(path, f"<track> at line {src.current}: this is a CVAT "
                                    "for video export; export as 'CVAT for images 1.1'")
@@ -149,6 +159,7 @@ def _walk(path: Path, src: _LineSource, options: ImportOptions) -> Iterator[Even
             continue
         if elem.tag == "meta":
             meta = _Meta.parse(elem)
+            meta.dumped_line = dumped_line
         elif elem.tag == "image":
             yield from _image(path, elem, image_line, meta, options)
         elif elem.tag != "version":
@@ -175,13 +186,23 @@ def _image(path: Path, elem: Any, line: int, meta: _Meta, options: ImportOptions
     if not when:
         raise FileUnusable(path, "no submission time: the file has no <dumped> date; pass "
                            "--submitted-at 2026-01-05T09:00:00Z (ISO 8601)")
+    if not options.submitted_at and not _is_iso(when):
+        # The one date of the whole file: every image would fail on it, so say where.
+        raise FileUnusable(path, f"no submission time: <dumped> at line {meta.dumped_line} "
+                           f"is not an ISO 8601 date ({when!r}); pass --submitted-at "
+                           "2026-01-05T09:00:00Z (ISO 8601)")
     scope = meta.scope or f"@{annotator}"
     key_parts = (subset, f"t{task_id}" if task_id and scope != f"t{task_id}" else None,
                  iid if iid is not None else name)
     image: dict[str, Any] = {"uri": name} if name is not None else {}
     for dim in ("width", "height"):
         if dim in attrib:
-            image[dim] = _number(attrib[dim])
+            text = attrib[dim]
+            if _NUMBER.fullmatch(text) and not abs(Decimal(text.strip())) < _INT64:
+                yield Bad(line, f"<image> {dim}={text!r} is too large for an image size "
+                          "(beyond a 64-bit integer)", safe_dump(_element_json(elem)))
+                return
+            image[dim] = _number(text)
     boxes: list[dict] = []
     tags: list[str] = []
     skips: Counter = Counter()
@@ -246,20 +267,28 @@ def _typed(kind: str | None, text: str) -> Any:
 
 
 def _float(text: Any) -> float | None:
-    if text is None:
+    if text is None or not _NUMBER.fullmatch(text):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
+    value = float(text)
     return value if math.isfinite(value) else None
 
 
+def _is_iso(text: str) -> bool:
+    try:
+        dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def _number(text: str) -> Any:
+    """A whole number as that exact integer (no detour through a double), others as
+    floats, text that is not a number as written."""
     value = _float(text)
     if value is None:
         return text
-    return int(value) if value.is_integer() else value
+    exact = Decimal(text.strip())
+    return int(exact) if exact == exact.to_integral_value() else value
 
 
 def _text(elem: Any) -> str | None:
