@@ -129,3 +129,89 @@ def test_cvat_bad_dumped_date_names_dumped(tmp_path):
     events = _cvat(tmp_path, image, dumped="2026-13-45 25:00", submitted_at=WHEN)
     (rec,) = [e.obj for e in events if isinstance(e, Record)]
     assert rec["submitted_at"] == "2026-01-05T09:00:00+00:00"
+
+
+# -- Label Studio: who, when, and values that cannot be stored -------------------------
+
+def _ls(tmp_path: Path, annotation: dict, task_extra: dict | None = None, **options) -> list:
+    task = {"id": 1, "project": 2, "data": {"image": "/data/upload/a.jpg"},
+            "annotations": [{"id": 3, "result": [], **annotation}], **(task_extra or {})}
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps([task], indent=2, ensure_ascii=False), encoding="utf-8")
+    return _read(path, "labelstudio", **options)
+
+
+@pytest.mark.parametrize("completed_by, why", [
+    ({"id": None, "email": ""}, "its 'completed_by' names no one ('email' is empty, "
+                                "'id' is null)"),
+    ({"first_name": "A"}, "its 'completed_by' names no one (no 'email', no 'id')"),
+    (2.5, "its 'completed_by' is a number 2.5, not a user id (an integer or string) or an "
+          "object with 'email' or 'id'"),
+    (..., "it has no 'completed_by'"),
+])
+def test_labelstudio_unusable_completed_by_says_what_is_wrong(tmp_path, completed_by, why):
+    ann = {"created_at": WHEN} if completed_by is ... else {"created_at": WHEN,
+                                                             "completed_by": completed_by}
+    with pytest.raises(FileUnusable) as exc:
+        _ls(tmp_path, ann)
+    assert exc.value.problem == (f"no annotator for annotation 3 of task 1 (line 9): {why}; "
+                                 "pass --annotator NAME")
+    (rec,) = [e for e in _ls(tmp_path, ann, annotator="qa") if isinstance(e, Record)]
+    assert rec.obj["annotator_id"] == "qa"
+
+
+def test_labelstudio_empty_created_at_says_so(tmp_path):
+    with pytest.raises(FileUnusable) as exc:
+        _ls(tmp_path, {"completed_by": 1, "created_at": ""})
+    assert "(line 9): its 'created_at' is empty; pass --submitted-at" in exc.value.problem
+
+
+@pytest.mark.parametrize("created_at, why", [
+    ("yesterday", 'is not an ISO 8601 date: "yesterday"'),
+    (1700000000, "is a number 1700000000, not an ISO 8601 date string"),
+])
+def test_labelstudio_bad_created_at_is_quarantined_naming_created_at(tmp_path, created_at,
+                                                                     why):
+    pred = {"id": 8, "model_version": "m1", "created_at": created_at, "result": []}
+    events = _ls(tmp_path, {"completed_by": 1, "created_at": created_at},
+                 {"predictions": [pred]}, submitted_at=WHEN)
+    assert sorted((e.line, e.reason) for e in events if isinstance(e, Bad)) == [
+        (9, f"annotation 'created_at' {why}"), (17, f"prediction 'created_at' {why}")]
+    assert not [e for e in events if isinstance(e, Record)]
+
+
+def test_labelstudio_json_min_bad_created_at(tmp_path):
+    path = tmp_path / "min.json"
+    path.write_text(json.dumps([{"id": 1, "image": "a.jpg", "annotation_id": 4,
+                                 "annotator": "x@y", "created_at": "2026-02-30"}]))
+    (bad,) = _read(path, "labelstudio")
+    assert bad.reason == "annotation 'created_at' is not an ISO 8601 date: \"2026-02-30\""
+
+
+def _nested(depth: int):
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("annotation, reason", [
+    ({"id": 2 ** 70}, "the integer 1180591620717411303424 at /annotation/id is beyond 64 bits"),
+    ({"lead_time": -(10 ** 60)}, "the integer of 61 digits at /annotation/lead_time is "
+                                 "beyond 64 bits"),
+    ({"meta": {"a/b~": "x\ud800"}}, "the string at /annotation/meta/a~1b~0 holds a lone "
+                                    "surrogate escape (\\ud800), which is not text"),
+    ({"meta": {"\udfff": 1}}, "the string key at /annotation/meta/\udfff holds a lone "
+                              "surrogate escape (\\udfff), which is not text"),
+    ({"extra": _nested(300)}, "the value at /annotation/extra/0/0/0/0/0/0/… is nested more "
+                              "than 254 levels deep"),
+])
+def test_unstorable_values_are_quarantined_naming_where(tmp_path, annotation, reason):
+    task = {"id": 1, "data": {"image": "a.jpg"}, "annotations": [
+        {"id": 3, "completed_by": 1, "created_at": WHEN, "result": [], **annotation}]}
+    path = tmp_path / "ls.json"
+    # json.dumps escapes lone surrogates as \ud800, as a tool's export would carry them
+    path.write_text(json.dumps([task]), encoding="utf-8")
+    (bad,) = _read(path, "labelstudio")
+    assert bad.reason == f"cannot be stored as JSON: {reason}"
+    assert bad.raw       # kept, even when it holds a lone surrogate

@@ -230,21 +230,99 @@ def is_num(value: Any) -> bool:
 
 def make_record(line: int, obj: dict, original: Any) -> Record | Bad:
     """A Record, unless the tool's object cannot be stored as strict JSON
-    (a lone surrogate escape, an integer beyond 64 bits)."""
-    try:
-        orjson.dumps(obj)
-        orjson.dumps(original)
-    except (orjson.JSONEncodeError, TypeError) as exc:
-        return Bad(line, f"cannot be stored as JSON: {exc}", safe_dump(original))
+    (a lone surrogate escape, an integer beyond 64 bits, nesting past 254 levels); the
+    reason then says what and where, as a JSON pointer into the tool's object."""
+    for value, whose in ((original, ""), (obj, " of the converted record")):
+        try:
+            orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            found = unstorable(value)
+            if found is None:
+                reason = str(exc)
+            else:
+                subject, pointer, predicate = found
+                reason = f"{subject} at {pointer or '/'}{whose} {predicate}"
+            return Bad(line, f"cannot be stored as JSON: {reason}", safe_dump(original))
     return Record(line, obj, original)
+
+
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1     # what orjson writes
+MAX_STORED_DEPTH = 254                             # orjson's nesting limit
+
+
+def unstorable(value: Any, path: tuple = (), depth: int = 0
+               ) -> tuple[str, str, str] | None:
+    """(what, JSON pointer, why) of the first value orjson cannot write, or None."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        digits = str(value) if abs(value) < 10 ** 40 else f"of {len(str(abs(value)))} digits"
+        return f"the integer {digits}", _pointer(path), "is beyond 64 bits"
+    if isinstance(value, str):
+        return _bad_text(value, path)
+    if isinstance(value, (list, dict)) and depth >= MAX_STORED_DEPTH:
+        return ("the value", _pointer(path[:8]) + "/…",
+                f"is nested more than {MAX_STORED_DEPTH} levels deep")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := unstorable(item, (*path, i), depth + 1)) is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and (found := _bad_text(key, (*path, key), " key")):
+                return found
+            if (found := unstorable(item, (*path, key), depth + 1)) is not None:
+                return found
+    return None
+
+
+def _bad_text(text: str, path: tuple, what: str = "") -> tuple[str, str, str] | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"the string{what}", _pointer(path), "holds a lone surrogate escape "
+                f"(\\u{ord(text[exc.start]):04x}), which is not text")
+    return None
+
+
+def _pointer(path: tuple, limit: int = 120) -> str:
+    """A JSON pointer (RFC 6901), shortened to `limit` characters."""
+    parts = []
+    for p in path:
+        part = str(p).replace("~", "~0").replace("/", "~1")
+        parts.append(part if len(part) <= 40 else part[:39] + "…")
+    text = "".join("/" + part for part in parts)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def not_object(line: int, what: str, value: Any) -> Bad:
     return Bad(line, f"{what} is {_json_kind(value)}, not a JSON object", safe_dump(value))
 
 
+def short_json(value: Any, n: int = 60) -> str:
+    """A value as JSON text for a message, cut to `n` characters."""
+    try:
+        text = orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        text = repr(value)
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def time_problem(value: Any) -> str | None:
+    """Why a time a tool wrote is not ISO 8601 (None: it is), for `'<field>' <why>`."""
+    if isinstance(value, str):
+        try:
+            dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return f"is not an ISO 8601 date: {short_json(value)}"
+        return None
+    return f"is {_json_kind(value)} {short_json(value)}, not an ISO 8601 date string"
+
+
 def safe_dump(value: Any) -> str:
     try:
         return _dump(value)
-    except (orjson.JSONEncodeError, TypeError):
+    except (orjson.JSONEncodeError, TypeError, ValueError):  # ValueError: a lone surrogate
         return repr(value)[:4000]

@@ -8,7 +8,6 @@ expansion bombs and external entities are written) is refused before anything is
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 from collections import Counter
@@ -21,7 +20,13 @@ from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden
 from defusedxml.ElementTree import ParseError, iterparse
 
 from metrics.importers import ImportOptions
-from metrics.importers.common import base_name, iso_time, make_record, safe_dump
+from metrics.importers.common import (
+    base_name,
+    iso_time,
+    make_record,
+    safe_dump,
+    time_problem,
+)
 from metrics.ingest import Bad, Event, FileUnusable, Skip
 
 # Shapes this tool does not compare: counted as skipped by their tag name.
@@ -186,7 +191,7 @@ def _image(path: Path, elem: Any, line: int, meta: _Meta, options: ImportOptions
     if not when:
         raise FileUnusable(path, "no submission time: the file has no <dumped> date; pass "
                            "--submitted-at 2026-01-05T09:00:00Z (ISO 8601)")
-    if not options.submitted_at and not _is_iso(when):
+    if not options.submitted_at and time_problem(when):
         # The one date of the whole file: every image would fail on it, so say where.
         raise FileUnusable(path, f"no submission time: <dumped> at line {meta.dumped_line} "
                            f"is not an ISO 8601 date ({when!r}); pass --submitted-at "
@@ -272,13 +277,6 @@ def _float(text: Any) -> float | None:
     value = float(text)
     return value if math.isfinite(value) else None
 
-
-def _is_iso(text: str) -> bool:
-    try:
-        dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        return False
-    return True
 
 
 def _number(text: str) -> Any:

@@ -24,8 +24,10 @@ from metrics.importers.common import (
     make_record,
     not_object,
     safe_dump,
+    short_json,
+    time_problem,
 )
-from metrics.ingest import Bad, Event, FileUnusable, Skip
+from metrics.ingest import Bad, Event, FileUnusable, Skip, _json_kind
 
 ENTRY_KEYS = ("annotations", "completions", "predictions")
 # Result types that are shapes this tool does not compare -> the `skipped` kind.
@@ -123,9 +125,13 @@ def _task(path: Path, sc: JsonScanner, line: int, options: ImportOptions
             out.append(_no_item(pline, tid, pred))
             continue
         version = pred.get("model_version")
-        when = pred.get("created_at") or options.submitted_at
+        created = pred.get("created_at")
+        when = created or options.submitted_at
         if not when:
-            raise _no_time(path, pline, f"prediction {pid} of task {tid}")
+            raise _no_time(path, pline, f"prediction {pid} of task {tid}", pred)
+        if created and (why := time_problem(created)):
+            out.append(Bad(pline, f"prediction 'created_at' {why}", _short_json(pred)))
+            continue
         obj = _native(item_id, uri, size, boxes, fields,
                       annotation_id=(f"ls:{project}:p{pid}" if _scalar(pid) else None),
                       annotator_id=f"model:{version}" if _scalar(version) and str(version)
@@ -152,10 +158,14 @@ def _task(path: Path, sc: JsonScanner, line: int, options: ImportOptions
         what = f"annotation {aid} of task {tid}"
         annotator = _annotator(ann.get("completed_by")) or options.annotator
         if not annotator:
-            raise _no_annotator(path, aline, what)
-        when = ann.get("created_at") or options.submitted_at
+            raise _no_annotator(path, aline, what, ann, "completed_by")
+        created = ann.get("created_at")
+        when = created or options.submitted_at
         if not when:
-            raise _no_time(path, aline, what)
+            raise _no_time(path, aline, what, ann)
+        if created and (why := time_problem(created)):
+            out.append(Bad(aline, f"annotation 'created_at' {why}", _short_json(ann)))
+            continue
         proj = _project(ann.get("project"), project)
         obj = _native(item_id, uri, size, boxes, fields,
                       annotation_id=f"ls:{proj}:{aid}" if _scalar(aid) else None,
@@ -228,10 +238,14 @@ def _min_entry(path: Path, entry: dict, line: int, options: ImportOptions
     what = f"annotation {aid} of task {tid}"
     annotator = _annotator(entry.get("annotator")) or options.annotator
     if not annotator:
-        raise _no_annotator(path, line, what)
-    when = entry.get("created_at") or options.submitted_at
+        raise _no_annotator(path, line, what, entry, "annotator")
+    created = entry.get("created_at")
+    when = created or options.submitted_at
     if not when:
-        raise _no_time(path, line, what)
+        raise _no_time(path, line, what, entry)
+    if created and (why := time_problem(created)):
+        yield Bad(line, f"annotation 'created_at' {why}", _short_json(entry))
+        return
     obj = _native(item_id, uri, size, boxes, fields,
                   annotation_id=f"ls:_:{aid}" if _scalar(aid) else None,
                   annotator_id=annotator, role="annotator", submitted_at=when)
@@ -515,12 +529,35 @@ def _no_item(line: int, tid: Any, entry: Any) -> Bad:
                _short_json(entry))
 
 
-def _no_annotator(path: Path, line: int, what: str) -> FileUnusable:
-    return FileUnusable(path, f"no annotator for {what} (line {line}): it has no "
-                        "'completed_by'; pass --annotator NAME")
+def _no_annotator(path: Path, line: int, what: str, entry: dict, key: str) -> FileUnusable:
+    value = entry.get(key)
+    if key not in entry:
+        why = f"it has no '{key}'"
+    elif isinstance(value, dict):
+        parts = ", ".join(f"'{k}' is {_kind(value[k])}" if k in value else f"no '{k}'"
+                          for k in ("email", "id"))
+        why = f"its '{key}' names no one ({parts})"
+    else:
+        why = (f"its '{key}' is {_json_kind(value)} {short_json(value)}, not a user id "
+               "(an integer or string) or an object with 'email' or 'id'")
+    return FileUnusable(path, f"no annotator for {what} (line {line}): {why}; pass "
+                        "--annotator NAME")
 
 
-def _no_time(path: Path, line: int, what: str) -> FileUnusable:
-    return FileUnusable(path, f"no submission time for {what} (line {line}): it has no "
-                        "'created_at'; pass --submitted-at 2026-01-05T09:00:00Z (ISO 8601)")
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str) and not value.strip():
+        return "empty"
+    return f"{_json_kind(value)} {short_json(value)}"
+
+
+def _no_time(path: Path, line: int, what: str, entry: dict) -> FileUnusable:
+    if "created_at" not in entry:
+        why = "it has no 'created_at'"
+    else:
+        value = entry["created_at"]
+        why = f"its 'created_at' is {_kind(value)}"
+    return FileUnusable(path, f"no submission time for {what} (line {line}): {why}; pass "
+                        "--submitted-at 2026-01-05T09:00:00Z (ISO 8601)")
 
