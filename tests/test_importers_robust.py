@@ -3,13 +3,19 @@ name what is wrong and where."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from metrics.config import load_config
 from metrics.importers import ImportOptions
-from metrics.ingest import Bad, FileUnusable, Record, resolve_reader
+from metrics.importers.detect import HEAD_BYTES, detect_format
+from metrics.importers.detect import _detect as _detect_stream
+from metrics.ingest import Bad, FileUnusable, Record, check_files, resolve_reader
 
 WHEN = "2026-01-05T09:00:00Z"
 
@@ -215,3 +221,130 @@ def test_unstorable_values_are_quarantined_naming_where(tmp_path, annotation, re
     (bad,) = _read(path, "labelstudio")
     assert bad.reason == f"cannot be stored as JSON: {reason}"
     assert bad.raw       # kept, even when it holds a lone surrogate
+
+
+# -- format detection --------------------------------------------------------------------
+
+NATIVE_LINE = json.dumps({"item_id": "a.jpg", "annotator_id": "ann-1", "submitted_at": WHEN,
+                          "boxes": []})
+LS_TASK = {"id": 2, "data": {"image": "/data/upload/b.jpg"},
+           "annotations": [{"id": 3, "completed_by": 1, "created_at": WHEN, "result": []}]}
+
+
+def _detect(tmp_path: Path, content: str | bytes, name: str = "x.json") -> str:
+    path = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return detect_format(path)
+
+
+@pytest.mark.parametrize("first", [
+    '[{"item_id": "x"}]',                               # an array on line 1
+    '{"data": {"k": 1}, ' + NATIVE_LINE[1:],             # first keys a tool's
+    '{"images": [], ' + NATIVE_LINE[1:],
+    '{"info": {}, "annotations": []}',
+    '{"item_id": "x", "v": NaN}',                        # invalid JSON, one line
+    '{"item_id": "x"',                                   # broken: ends on its line
+    '{"item_id": "x", "annotations": [',
+])
+def test_json_lines_whose_first_line_looks_like_a_tool_export_are_native(tmp_path, first):
+    assert _detect(tmp_path, f"{first}\n{NATIVE_LINE}\n\n{NATIVE_LINE}\n") == "native"
+    assert _detect(tmp_path, f"\ufeff\n\n{first}\r\n{NATIVE_LINE}") == "native"
+
+
+@pytest.mark.parametrize("doc, kind", [
+    ([7, LS_TASK], "labelstudio"),                      # a task that is not an object
+    (["x"], "labelstudio"),
+    ([], "labelstudio"),
+    (LS_TASK, "labelstudio"),
+    ({"info": {}, "images": [], "annotations": []}, "coco"),
+    ({"annotations": []}, "coco"),
+    ([{"image_id": 1, "category_id": 2, "bbox": [0, 0, 1, 1], "score": 0.5}], "coco"),
+    ([{"images": [], "annotations": []}], "coco"),
+    ({"images": [], "item_id": "a", "annotator_id": "b"}, "native"),
+    ({"k": 1}, "native"),
+])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_one_json_document_is_told_by_its_shape(tmp_path, doc, kind, indent):
+    assert _detect(tmp_path, json.dumps(doc, indent=indent) + "\n\n") == kind
+
+
+def test_a_pretty_printed_document_with_an_error_is_still_a_document(tmp_path):
+    text = json.dumps([LS_TASK, LS_TASK], indent=2).replace('"result": []', '"result": [,]', 1)
+    assert _detect(tmp_path, text) == "labelstudio"
+    # one that continues past its first line, then another document: a document too
+    assert _detect(tmp_path, json.dumps([LS_TASK], indent=2) + "\n[]\n") == "labelstudio"
+    # `[` alone, then lines: a list that lacks a comma (its reader says where)
+    assert _detect(tmp_path, f"[\n{NATIVE_LINE}\n{NATIVE_LINE}\n") == "labelstudio"
+
+
+def test_large_files_are_told_from_their_start(tmp_path):
+    caption = "x" * (3 << 20)       # a first native line of 3 MiB
+    long_line = json.dumps({"item_id": "a", "fields": {"caption": caption}})
+    assert _detect(tmp_path, f"{long_line}\n{NATIVE_LINE}\n") == "native"
+    assert _detect(tmp_path, long_line + "\n") == "native"
+    big_task = {**LS_TASK, "data": {"image": "b.jpg", "text": caption}}
+    assert _detect(tmp_path, json.dumps([big_task, LS_TASK])) == "labelstudio"
+    assert _detect(tmp_path, json.dumps([big_task, LS_TASK], indent=1)) == "labelstudio"
+    coco = {"info": {"description": caption}, "images": [], "annotations": []}
+    assert _detect(tmp_path, json.dumps(coco)) == "coco"
+    # a first value, then more than the head of blank lines, then a second line
+    assert _detect(tmp_path, NATIVE_LINE + "\n" * (2 << 20) + NATIVE_LINE) == "native"
+    assert _detect(tmp_path, json.dumps([LS_TASK]) + "\n" * (2 << 20)) == "labelstudio"
+
+
+def test_detection_reads_the_head_of_a_big_json_lines_file_only():
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counting.read_bytes += len(data)
+            return data
+
+    lines = (NATIVE_LINE + "\n").encode() * ((20 << 20) // len(NATIVE_LINE))
+    assert _detect_stream(Counting(lines)) == "native"
+    assert Counting.read_bytes <= HEAD_BYTES
+
+
+@pytest.mark.parametrize("name, content, quarantined", [
+    ("first_line_array.jsonl", f'[{{"item_id": "x"}}]\n{NATIVE_LINE}\n',
+     [(1, "line is an array, not a JSON object")]),
+    ("task_number.json", json.dumps([7, LS_TASK], indent=2),
+     [(2, "task is a number, not a JSON object")]),
+])
+def test_misdetected_files_now_load_with_the_bad_entry_quarantined(project, name, content,
+                                                                   quarantined):
+    path = project.root / name
+    path.write_text(content, encoding="utf-8")
+    fs = check_files(load_config(project.root), [path], progress=False).files[0]
+    assert fs.records == fs.loaded + fs.duplicates + fs.quarantined + fs.skipped_records
+    assert (fs.loaded, fs.quarantined) == (1, 1)
+    assert [tuple(q[:2]) for q in fs.quarantine_examples] == quarantined
+
+
+@pytest.mark.parametrize("content, kind", [
+    ('[{"id": 1, "data": {"image": "a.jpg"}, "annotations": [', "labelstudio"),
+    ('{"images": [{"id": 1}', "coco"),
+    ('{"item_id": "x", "boxes": [', "native"),
+])
+def test_a_single_broken_line_is_told_by_its_start(tmp_path, content, kind):
+    assert _detect(tmp_path, content + "\n") == kind
+
+
+_json_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["images", "data", "annotations", "item_id", "info", "id", "x"]),
+        inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(_json_value, min_size=2, max_size=4),
+       blank=st.sampled_from(["\n", "\r\n", "\n\n", "\n \t\n"]))
+def test_several_json_values_one_per_line_are_json_lines(tmp_path, values, blank):
+    text = blank.join(json.dumps(v) for v in values)
+    assert _detect(tmp_path, text) == "native"
