@@ -28,19 +28,53 @@ METRIC_PAGES = {
 
 
 
-def page_link(path: str, label: str, week: str) -> None:
-    """A link to another page of this week; nothing when that page is not there."""
+def page_link(path: str, label: str, week: str, params: dict[str, str] | None = None
+              ) -> None:
+    """A link to another page of this week (and `params`, the page's URL filters);
+    nothing when that page is not there."""
     if not (ROOT / path).exists():
         return
     try:
-        st.page_link(path, label=label, icon="➡️", query_params={"week": week})
+        st.page_link(path, label=label, icon="➡️",
+                     query_params={"week": week, **(params or {})})
     except StreamlitAPIException:
         pass
 
 
+def mover_target(mv: dict) -> tuple[str, str, dict[str, str]]:
+    """The page, link text and URL filters that show a mover's rate behind it: the
+    Schema errors examples at its path, the Text policy examples of its rule, the
+    Visual agreement page filtered to its label or its annotator pair."""
+    f = mv["filter"]
+    if mv["kind"] == "path":
+        return METRIC_PAGES["schema"][0], "Annotations with this error", {"path": f["path"]}
+    if mv["kind"] == "rule":
+        return METRIC_PAGES["policy"][0], "Examples of this rule", {"rule": f["rule"]}
+    if mv["kind"] == "label":
+        return (METRIC_PAGES["visual"][0], "Disagreements on this label",
+                {"label": f["label"]} if f["label"] is not None else {})
+    return (METRIC_PAGES["visual"][0], "This pair's disagreements",
+            {"pair": f"{f['annotator_a']}|{f['annotator_b']}"})
+
 
 def fmt_pp(delta: float | None) -> str | None:
     return None if delta is None else f"{delta * 100:+.1f} pp"
+
+
+# A rule's rate in the unit of the Text policy page (annotations per 1,000); the other
+# movers are shares (%) of the unit named under them.
+MOVER_UNITS = {"path": "share of the week's annotations with a contract error at this path",
+               "rule": "annotations violating this rule per 1,000 of the week's annotations",
+               "label": "share of this label's box units in disagreement",
+               "pair": "share of this pair's box units in disagreement"}
+
+
+def fmt_mover(kind: str, rate: float) -> str:
+    return f"{rate * 1000:.1f} per 1,000" if kind == "rule" else ui.fmt_rate(rate)
+
+
+def fmt_mover_delta(kind: str, delta: float) -> str:
+    return f"{delta * 1000:+.1f} per 1,000" if kind == "rule" else fmt_pp(delta)
 
 
 config, weeks, week = ui.open_weekly_page(
@@ -107,17 +141,21 @@ for col, m in zip(st.columns(3), ov["metrics"], strict=True):
 st.subheader(f"Biggest movers against {ov['previous_week']}")
 if ov["movers"]:
     st.caption("Per-path, per-rule, per-label and per-annotator-pair rates with at least 20 "
-               "units in both weeks, ranked by the size of the change (percentage points; "
-               "up is worse).")
+               "units in both weeks, ranked by the size of the change (up is worse). Rules "
+               "are counted per 1,000 annotations, as on the Text policy page (10 per 1,000 "
+               "= 1 percentage point); the others in % and percentage points (pp).")
     for col, mv in zip(st.columns(3), ov["movers"], strict=False):
         with col, st.container(border=True):
-            st.metric(f"{MOVER_KINDS.get(mv['kind'], mv['kind'])}: "
-                      f"**{ui.md_escape(mv['key'])}**",
-                      ui.fmt_rate(mv["rate"]), delta=fmt_pp(mv["delta"]),
+            kind = mv["kind"]
+            st.metric(f"{MOVER_KINDS.get(kind, kind)}: **{ui.md_escape(mv['key'])}**",
+                      fmt_mover(kind, mv["rate"]), delta=fmt_mover_delta(kind, mv["delta"]),
                       delta_color="inverse",
-                      delta_description=f"from {ui.fmt_rate(mv['previous'])}")
-            st.caption(f"{mv['units']:,} units this week, {mv['previous_units']:,} in "
-                       f"{ov['previous_week']}")
+                      delta_description=f"from {fmt_mover(kind, mv['previous'])}")
+            unit = "annotations" if kind in ("path", "rule") else "box units"
+            st.caption(f"{MOVER_UNITS.get(kind, '')} · {mv['units']:,} {unit} this week, "
+                       f"{mv['previous_units']:,} in {ov['previous_week']}")
+            path, label, params = mover_target(mv)
+            page_link(path, label, week, params)
 else:
     st.info(f"Nothing to compare: no per-path, per-rule, per-label or per-pair rate has at "
             f"least 20 units in both {ov['previous_week']} and {week}. A week without data "

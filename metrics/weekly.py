@@ -194,12 +194,13 @@ o AS (
     FROM d_box_pairs bp JOIN p USING (pair_id) WHERE bp.kind = 'class'
 )
 SELECT 'label' AS kind, week, label AS key, count(*) FILTER (kind <> 'agreement') AS events,
-       count(*) AS units
+       count(*) AS units, NULL AS annotator_a, NULL AS annotator_b
 FROM o GROUP BY week, label
 UNION ALL
 SELECT 'pair', week, annotator_a || ' / ' || annotator_b,
        sum(class_disagreements + presence_disagreements),
-       sum(agreements + class_disagreements + presence_disagreements)
+       sum(agreements + class_disagreements + presence_disagreements),
+       annotator_a, annotator_b
 FROM p GROUP BY week, annotator_a, annotator_b
 """
 
@@ -619,20 +620,26 @@ def report_swings(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: s
 
 
 def _mover_counts(con: duckdb.DuckDBPyConnection, config: ProjectConfig, prev: str,
-                  week: str) -> dict[tuple[str, str], dict[str, tuple[int, int]]]:
-    """(kind, key) -> week -> (events, units) of every per-path/rule/label/pair rate."""
+                  week: str) -> tuple[dict[tuple[str, str], dict[str, tuple[int, int]]],
+                                      dict[tuple[str, str], dict]]:
+    """(kind, key) -> week -> (events, units) of every per-path/rule/label/pair rate, and
+    (kind, key) -> the filter that selects it (see `top_movers`)."""
     both = [prev, week]
     totals = {w: int(n) for w, n in _week_counts(con, config, both)["annotations"].items()}
     counts: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+    filters: dict[tuple[str, str], dict] = {}
     for kind, w, key, events in con.execute(_PATH_RULE_WEEKS_SQL, {"weeks": both}).fetchall():
         # The units are A_w, also in a week where the path or rule does not occur.
         entry = counts.setdefault((kind, key), {x: (0, totals[x]) for x in both})
         entry[w] = (events, totals[w])
+        filters[(kind, key)] = {kind: key}
     derived.ensure(con, config)
-    for kind, w, key, events, units in con.execute(_BOX_WEEKS_SQL,
-                                                   {"weeks": both}).fetchall():
+    for kind, w, key, events, units, a, b in con.execute(_BOX_WEEKS_SQL,
+                                                         {"weeks": both}).fetchall():
         counts.setdefault((kind, key), {})[w] = (int(events), int(units))
-    return counts
+        filters[(kind, key)] = ({"label": key} if kind == "label"
+                                else {"annotator_a": a, "annotator_b": b})
+    return counts, filters
 
 
 def top_movers(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str, *,
@@ -650,18 +657,23 @@ def top_movers(con: duckdb.DuckDBPyConnection, config: ProjectConfig, week: str,
     Returns
     -------
     list of dict
-        At most ``n`` of {kind, key, rate, previous, delta, units, previous_units}.
+        At most ``n`` of {kind, key, rate, previous, delta, units, previous_units,
+        filter}. ``key`` is for reading (a pair is ``"a / b"``); ``filter`` selects the
+        rate's units unambiguously: {path}, {rule}, {label} or {annotator_a,
+        annotator_b}.
     """
     week = parse_week(week)
     prev = previous_week(week)
     movers = []
-    for (kind, key), by_week in _mover_counts(con, config, prev, week).items():
+    counts, filters = _mover_counts(con, config, prev, week)
+    for (kind, key), by_week in counts.items():
         (e0, n0), (e1, n1) = by_week.get(prev, (0, 0)), by_week.get(week, (0, 0))
         if n0 < min_units or n1 < min_units:
             continue
         rate, previous = e1 / n1, e0 / n0
         movers.append({"kind": kind, "key": key, "rate": rate, "previous": previous,
-                       "delta": rate - previous, "units": n1, "previous_units": n0})
+                       "delta": rate - previous, "units": n1, "previous_units": n0,
+                       "filter": filters[(kind, key)]})
     movers.sort(key=lambda m: (-abs(m["delta"]), m["kind"], m["key"]))
     return movers[:n]
 

@@ -108,9 +108,70 @@ def test_overview_equals_report_json_for_the_latest_week(demo):
     assert at.get("download_button")                     # the HTML report
     movers = query(demo, weekly.top_movers, week)
     mover_values = [m.value for m in at.metric[3:]]
-    assert mover_values == [fmt_rate(m["rate"]) for m in movers]
+    assert mover_values == [f"{m['rate'] * 1000:.1f} per 1,000" if m["kind"] == "rule"
+                            else fmt_rate(m["rate"]) for m in movers]
     g = weekly.version_in_force(demo, week)
     assert f"guideline **{g.version}** in force" in texts(at)
+
+
+def test_overview_rule_movers_are_per_1000_like_the_text_policy_page(demo):
+    """A rule's rate reads in the Text policy page's unit (annotations per 1,000), not as
+    a percentage next to it; path, label and pair movers stay in % and pp."""
+    at = app("overview", week="2026-W47")
+    no_exception(at)
+    movers = query(demo, weekly.top_movers, "2026-W47")
+    rule = next(i for i, m in enumerate(movers) if m["kind"] == "rule")
+    shown, mv = at.metric[3 + rule], movers[rule]
+    assert shown.value == f"{mv['rate'] * 1000:.1f} per 1,000"
+    assert shown.delta == f"{mv['delta'] * 1000:+.1f} per 1,000"
+    per_1000 = next(r["per_1000"] for r in query(demo, weekly.policy_week, "2026-W47")[
+        "by_rule"] if r["rule"] == mv["key"])
+    assert shown.value == f"{per_1000:.1f} per 1,000"
+    assert "per 1,000 of the week's annotations" in texts(at)
+    other = next(i for i, m in enumerate(movers) if m["kind"] != "rule")
+    assert at.metric[3 + other].delta == pp(movers[other]["delta"])
+
+
+# The page, its URL filter and the session key of the widget that filter sets.
+MOVER_PAGES = {"path": ("pages/1_Schema_errors.py", "path", "schema_path"),
+               "rule": ("pages/2_Text_policy.py", "rule", "policy_rule"),
+               "label": ("pages/3_Visual_agreement.py", "label", "va_label"),
+               "pair": ("pages/3_Visual_agreement.py", "pair", "va_pair")}
+
+
+@pytest.mark.parametrize("kind", list(MOVER_PAGES))
+def test_each_mover_links_to_its_page_filtered_to_it_for_the_week(demo, monkeypatch, kind):
+    """A mover card links to the page behind it with the week and the filter that shows
+    that path's, rule's, label's or pair's annotations; the page picks the filter up."""
+    from urllib.parse import parse_qsl
+
+    import streamlit as st
+
+    week = "2026-W43"   # every kind moves this week (at 1 unit)
+    mover = next(m for m in query(demo, weekly.top_movers, week, n=1000, min_units=1)
+                 if m["kind"] == kind)
+    monkeypatch.setattr(overview, "top_movers", lambda con, config, w: [mover])
+    st.cache_data.clear()   # the overview of this week may be cached without the patch
+    try:
+        at = app("overview", week=week)
+    finally:
+        st.cache_data.clear()
+    no_exception(at)
+    page, param, key = MOVER_PAGES[kind]
+    links = [e.proto for e in at.main.get("page_link")]
+    link = next(x for x in links if x.page.endswith(Path(page).stem.split("_", 1)[1])
+                and param in dict(parse_qsl(x.query_string)))
+    params = dict(parse_qsl(link.query_string, keep_blank_values=True))
+    f = mover["filter"]
+    want = f"{f['annotator_a']}|{f['annotator_b']}" if kind == "pair" else f[kind]
+    assert params == {"week": week, param: want}
+    target = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    for name, value in params.items():   # not run_page(): its own argument is "path"
+        target.query_params[name] = value
+    target.run()
+    no_exception(target)
+    assert target.selectbox(key=key).value == want
+    assert target.query_params["week"] == week
 
 
 def test_overview_week_from_the_url(demo):

@@ -463,6 +463,10 @@ def test_visual_series_movers_and_annotator_table(project):
         ("label", "car"), ("pair", "ann-1 / ann-2"), ("rule", "no-invented-objects")]
     assert [m["delta"] for m in movers] == pytest.approx([0.5, 0.5, 5 / 22])
     assert movers[0]["units"] == 10 and movers[2]["units"] == 22
+    # The filter that shows each mover on its page (the pair's ids not parsed from "a / b").
+    assert [m["filter"] for m in movers] == [
+        {"label": "car"}, {"annotator_a": "ann-1", "annotator_b": "ann-2"},
+        {"rule": "no-invented-objects"}]
     # At the default 20 units only the rule competes (A_w: 20 and 22; boxes: 10 and 10).
     assert [m["kind"] for m in weekly.top_movers(con, cfg, "2026-W03")] == ["rule"]
 
