@@ -743,12 +743,15 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
     Returns
     -------
     dict
-        ``version``, ``effective``, ``week``, ``k``, ``before_weeks``, ``after_weeks``,
-        ``metrics`` {metric: {before {events, units, rate}, after {...}, diff, diff_ci,
-        z, p_value, reason}} for ``schema_error_rate``, ``policy_violation_rate`` and
-        ``visual_disagreement_rate``; with ``visual``, ``alpha`` [{kind, field, before
-        {items, alpha, reason}, after {...}, diff, diff_ci, reason}] for each agreement
-        kind (presence, class, schema, categorical/multilabel fields, mentions):
+        ``version``, ``effective``, ``week``, ``k``, ``before_weeks``, ``after_weeks``
+        (the ``k`` calendar weeks of each side), ``before_data_weeks``,
+        ``after_data_weeks`` (those of them with data, A_w non-empty: the weeks the
+        sums are over), ``metrics`` {metric: {before {events, units, rate}, after
+        {...}, diff, diff_ci, z, p_value, reason}} for ``schema_error_rate``,
+        ``policy_violation_rate`` and ``visual_disagreement_rate``; with ``visual``,
+        ``alpha`` [{kind, field, before {items, alpha, reason}, after {...}, diff,
+        diff_ci, reason}] for each agreement kind (presence, class, schema,
+        categorical/multilabel fields, mentions):
         ``alpha(after) − alpha(before)`` with an item bootstrap percentile interval
         (:func:`metrics.agreement.bootstrap_alpha_diff_ci`, ``[agreement] bootstrap``
         resamples).
@@ -762,8 +765,8 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
         raise ValueError(f"k must be at least 1, got {k}")
     g = _guideline(config, version)
     before, after = change_weeks(g.effective, k)
-    b = _week_counts(con, config, before).sum()
-    a = _week_counts(con, config, after).sum()
+    bw, aw = _week_counts(con, config, before), _week_counts(con, config, after)
+    b, a = bw.sum(), aw.sum()
     metrics = {
         "schema_error_rate": _compare(int(b["schema_errors"]), int(b["annotations"]),
                                       int(a["schema_errors"]), int(a["annotations"])),
@@ -779,6 +782,9 @@ def before_after(con: duckdb.DuckDBPyConnection, config: ProjectConfig, version:
             int(va["visual_errors"]), int(va["visual_units"]))
     out = {"version": g.version, "effective": g.effective.isoformat(),
            "week": week_of(g.effective), "k": k, "before_weeks": before, "after_weeks": after,
+           # The weeks whose data the sums hold: a window can reach past the data.
+           "before_data_weeks": [w for w in before if bw.loc[w, "annotations"] > 0],
+           "after_data_weeks": [w for w in after if aw.loc[w, "annotations"] > 0],
            "metrics": metrics}
     if visual:
         out["alpha"] = _alpha_changes(con, config, before, after)

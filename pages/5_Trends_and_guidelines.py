@@ -33,6 +33,36 @@ RELABEL_ADVICE = {
 
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def week_span(weeks: list[str]) -> str:
+    return "" if not weeks else weeks[0] if len(weeks) == 1 else f"{weeks[0]} – {weeks[-1]}"
+
+
+def runs(window: list[str], keep: set[str]) -> list[list[str]]:
+    """The weeks of `window` (consecutive calendar weeks) in `keep`, as unbroken runs."""
+    out: list[list[str]] = []
+    for i, w in enumerate(window):
+        if w in keep:
+            if out and window[i - 1] == out[-1][-1]:
+                out[-1].append(w)
+            else:
+                out.append([w])
+    return out
+
+
+def side_text(window: list[str], data: list[str]) -> str:
+    """One side of a before/after comparison named by the weeks it has data for (the
+    calendar window can reach before the first or past the last week with data)."""
+    if not data:
+        return f"no data in {week_span(window)}"
+    empty = ", ".join(week_span(r) for r in runs(window, set(window) - set(data)))
+    return (f"{week_span(data)} ({plural(len(data), 'week')} with data"
+            + (f"; none in {empty}" if empty else "") + ")")
+
+
 def fmt_pp(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:+.1f} pp"
 
@@ -101,10 +131,16 @@ k = ui.url_select("Weeks on each side", list(range(1, 9)), prefix=P, param="k", 
                help="The k ISO weeks before the week containing the effective date "
                     "against the k weeks after it; that week itself is left out.")
 ba = ui.safe_call(weekly.before_after, change, k=k)
-st.caption(f"Before: {ba['before_weeks'][0]} – {ba['before_weeks'][-1]} · after: "
-           f"{ba['after_weeks'][0]} – {ba['after_weeks'][-1]} · {ba['week']} (the change's "
-           "week) left out. Differences are after − before with Newcombe's 95% CI and a "
-           "pooled two-proportion z-test.")
+n_before, n_after = len(ba["before_data_weeks"]), len(ba["after_data_weeks"])
+st.caption(f"Before: {side_text(ba['before_weeks'], ba['before_data_weeks'])} · after: "
+           f"{side_text(ba['after_weeks'], ba['after_data_weeks'])} · {ba['week']} (the "
+           f"change's week) left out. The {k} calendar weeks on each side are summed over "
+           "the weeks with data. Differences are after − before with Newcombe's 95% CI and "
+           "a pooled two-proportion z-test.")
+later = [w for w in ba["before_data_weeks"] + ba["after_data_weeks"] if w > week]
+if later:
+    st.caption(f"This comparison uses {plural(len(later), 'week')} of data after {week}, "
+               f"the week picked, where the charts above end: {week_span(later)}.")
 names = {key: title for _, key, title in METRICS}
 for col, (key, res) in zip(st.columns(len(ba["metrics"])), ba["metrics"].items(),
                            strict=True):
@@ -118,7 +154,8 @@ for col, (key, res) in zip(st.columns(len(ba["metrics"])), ba["metrics"].items()
             st.markdown(f"**{fmt_pp(res['diff'])}** (95% CI {fmt_pp(res['diff_ci'][0])} to "
                         f"{fmt_pp(res['diff_ci'][1])}) · {fmt_p(res['p_value'])}")
         unit = "box units" if key == "visual_disagreement_rate" else "annotations"
-        st.caption(f"before {before['events']:,} of {before['units']:,} {unit}; after "
+        st.caption(f"before ({plural(n_before, 'week')}) {before['events']:,} of "
+                   f"{before['units']:,} {unit}; after ({plural(n_after, 'week')}) "
                    f"{after['events']:,} of {after['units']:,}"
                    + (f" · {ui.md_escape(res['reason'])}" if res["reason"] else ""))
 

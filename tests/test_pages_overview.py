@@ -329,6 +329,32 @@ def test_trends_before_after_equals_metrics(demo):
         v3["after"]["rate"])
 
 
+def test_trends_before_after_names_the_weeks_with_data(demo):
+    """The v3 window reaches W48, which has no data: the comparison names the weeks it
+    sums (W45 – W47), says how many each side has, and which window weeks are empty."""
+    weeks = query(demo, overview.available_weeks)
+    assert weeks[-1] == "2026-W47"
+    at = app("trends", week="2026-W47", change="v3", k="4")
+    no_exception(at)
+    shown = texts(at)
+    assert ("Before: 2026-W40 – 2026-W43 (4 weeks with data) · after: 2026-W45 – 2026-W47 "
+            "(3 weeks with data; none in 2026-W48)") in shown
+    assert "2026-W45 – 2026-W48" not in shown
+    assert "after (3 weeks)" in shown and "before (4 weeks)" in shown
+    assert "after 2026-W47, the week picked" not in shown
+
+
+def test_trends_before_after_says_when_it_uses_weeks_past_the_picked_one(demo):
+    """At week W40 the charts end at W40 while v2's after side is W41 – W47: said."""
+    at = app("trends", week="2026-W40", change="v2", k="8")
+    no_exception(at)
+    shown = texts(at)
+    assert ("Before: 2026-W36 – 2026-W39 (4 weeks with data; none in 2026-W32 – 2026-W35) "
+            "· after: 2026-W41 – 2026-W47 (7 weeks with data; none in 2026-W48)") in shown
+    assert ("uses 7 weeks of data after 2026-W40, the week picked, where the charts above "
+            "end: 2026-W41 – 2026-W47") in shown
+
+
 def test_trends_stale_labels_and_csv(demo):
     at = app("trends", stale="weather")
     no_exception(at)

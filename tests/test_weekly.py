@@ -293,6 +293,9 @@ def test_before_after_against_statsmodels(project):
     assert ba["week"] == "2026-W06"
     assert ba["before_weeks"] == ["2026-W02", "2026-W03", "2026-W04", "2026-W05"]
     assert ba["after_weeks"] == ["2026-W07", "2026-W08", "2026-W09", "2026-W10"]
+    # The weeks the sums are over: those of each window with data.
+    assert ba["before_data_weeks"] == ["2026-W02", "2026-W05"]
+    assert ba["after_data_weeks"] == ["2026-W07", "2026-W10"]
     k1, n1, k2, n2 = 10, 30, 2, 30
     for metric in ("schema_error_rate", "policy_violation_rate"):
         m = ba["metrics"][metric]
