@@ -91,7 +91,7 @@ with right:
     st.markdown("**By role**")
     st.dataframe(
         pd.DataFrame(sw["by_role"], columns=["role", "annotations", "count", "rate"]),
-        hide_index=True, key=P + "by_role",
+        hide_index=True, key=P + "by_role", placeholder="–",
         column_config={
             "role": "role", "annotations": st.column_config.NumberColumn("annotations"),
             "count": st.column_config.NumberColumn("with errors"),
@@ -131,7 +131,7 @@ st.caption(f"{found['total']:,} annotations match"
               else "")
            + ". Open an item to see its image, boxes and every annotator's fields.")
 st.dataframe(
-    examples, hide_index=True, key=P + "examples",
+    examples, hide_index=True, key=P + "examples", placeholder="–",
     column_order=["open", "annotator_id", "role", "errors", "details", "annotation_id",
                   "version", "submitted_at", "export", "line"],
     column_config={

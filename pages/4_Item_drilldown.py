@@ -78,7 +78,7 @@ with st.expander(f"Pick an item of {week} ({len(index):,} items, most disagreeme
         ids = list(shown["item_id"])
         st.dataframe(
             shown, hide_index=True, key=P + "table", on_select=lambda: on_table(ids),
-            selection_mode="single-row", height=320,
+            selection_mode="single-row", height=320, placeholder="–",
             column_config={
                 "item_id": "item",
                 "annotations": st.column_config.NumberColumn("annotations", format="%d"),
@@ -329,8 +329,10 @@ with right:
                          "box B": f"{idx}: {box_b[idx]['label']}", "IoU": None,
                          "low overlap": False})
         if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-                "IoU": st.column_config.NumberColumn("IoU (0–1)", format="%.2f"),
+            st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–", column_config={
+                "IoU": st.column_config.NumberColumn(
+                    "IoU (0–1)", format="%.2f",
+                    help="– for a presence disagreement: the box has no partner to overlap."),
                 "low overlap": st.column_config.CheckboxColumn(
                     f"IoU < {config.agreement.low_overlap:g}")})
         else:

@@ -17,6 +17,7 @@ from pages.common import ui
 
 P = "trends_"  # page prefix of session keys
 PREVIEW_ROWS = 200  # stale rows shown on the page; the CSV has them all
+NO_VALUE = "–"  # an empty table cell (Streamlit would print "None")
 SPANS = {"12": "last 12 weeks with data (the report's)", "26": "last 26 weeks",
          "52": "last 52 weeks", "all": "every week"}
 METRICS = [  # (series prefix, metric key, title)
@@ -61,6 +62,13 @@ def side_text(window: list[str], data: list[str]) -> str:
     empty = ", ".join(week_span(r) for r in runs(window, set(window) - set(data)))
     return (f"{week_span(data)} ({plural(len(data), 'week')} with data"
             + (f"; none in {empty}" if empty else "") + ")")
+
+
+def alpha_note(a: dict) -> str:
+    """Why an alpha or its difference is missing: each undefined side with its reason."""
+    parts = [f"alpha {side} undefined: {a[side]['reason'] or 'no units'}"
+             for side in ("before", "after") if a[side]["alpha"] is None]
+    return "; ".join(parts) or a["reason"] or ""
 
 
 def fmt_pp(value: float | None) -> str:
@@ -113,7 +121,7 @@ if not log:
 st.dataframe(
     pd.DataFrame([{**g, "fields": ", ".join(g["fields"])} for g in log],
                  columns=["version", "effective", "week", "summary", "fields", "relabel"]),
-    hide_index=True, key=P + "log",
+    hide_index=True, key=P + "log", placeholder=NO_VALUE,
     column_config={"week": "ISO week", "summary": st.column_config.TextColumn(width="large"),
                    "fields": "fields touched", "relabel": "advice for older labels"})
 
@@ -170,11 +178,12 @@ if alpha:
             "difference": a["diff"],
             "95% CI": (f"{a['diff_ci'][0]:+.3f} to {a['diff_ci'][1]:+.3f}"
                        if a["diff_ci"] else "–"),
-            "note": a["reason"] or "",
+            "note": alpha_note(a),
         } for a in alpha]),
-        hide_index=True, key=P + "alpha",
-        column_config={c: st.column_config.NumberColumn(format="%.3f")
-                       for c in ("alpha before", "alpha after", "difference")})
+        hide_index=True, key=P + "alpha", placeholder=NO_VALUE,
+        column_config={c: st.column_config.NumberColumn(
+            format="%.3f", help=f"{NO_VALUE} when alpha is undefined: the note says why.")
+            for c in ("alpha before", "alpha after", "difference")})
     st.caption("Alpha: 1 is perfect agreement, 0 chance level. The difference's interval is "
                "an item bootstrap ([agreement] bootstrap resamples).")
 
@@ -193,7 +202,7 @@ st.dataframe(
         "unknown version": s["unknown_version"],
         "advice": RELABEL_ADVICE.get(s["relabel"], s["relabel"]),
     } for s in stale]),
-    hide_index=True, key=P + "stale_table",
+    hide_index=True, key=P + "stale_table", placeholder=NO_VALUE,
     column_config={"share stale": st.column_config.ProgressColumn(
         "share stale", format="percent", min_value=0.0, max_value=1.0),
         "annotations": st.column_config.NumberColumn("annotations with the field"),
@@ -219,7 +228,7 @@ with c2:
         ui.deferred(weekly.stale_label_rows, field, then=overview.csv_bytes),
         file_name=f"labelqa-{config.name}-stale-{field}.csv", mime="text/csv",
         key=P + "stale_csv", on_click="ignore")
-st.dataframe(rows, hide_index=True, key=P + "stale_rows",
+st.dataframe(rows, hide_index=True, key=P + "stale_rows", placeholder=NO_VALUE,
              column_config={"value": st.column_config.TextColumn("value (JSON)")})
 if n_stale > len(rows):
     st.caption(f"The first {len(rows):,} of {n_stale:,} rows; the CSV has them all.")

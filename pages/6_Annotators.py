@@ -20,6 +20,15 @@ from pages.common import ui
 P = "an_"
 FONT = 16
 MAX_TICKS = 8  # week labels on a half-width chart that fit side by side, unrotated
+NO_VALUE = "–"  # a rate with nothing to rate; the column's help says why
+WHY = {
+    "peer": f"{NO_VALUE} when they have no box units with a peer (no double-annotated "
+            "item of theirs in the stable sample).",
+    "gold": f"{NO_VALUE} when no item of theirs has a gold answer by someone else (a gold "
+            "annotator is the reference, not rated against it)",
+    "drafts": f"{NO_VALUE} when they had no model draft to accept.",
+    "week": f"{NO_VALUE} in a week without annotations of theirs.",
+}
 
 
 def week_axis(fig: go.Figure, weeks: list[str]) -> None:
@@ -110,7 +119,7 @@ def on_row() -> None:
 
 st.dataframe(
     shown[cols], hide_index=True, key=P + "table", on_select=on_row,
-    selection_mode="single-row",
+    selection_mode="single-row", placeholder=NO_VALUE,
     column_config={
         "annotator_id": st.column_config.TextColumn("annotator", pinned=True),
         "roles": "roles",
@@ -123,25 +132,31 @@ st.dataframe(
             help="Share of their annotations with at least one policy error (M2)."),
         "peer_agreement": st.column_config.NumberColumn(
             "agreement with peers", format="percent",
-            help="1 − M3 over the peer pairs they are in: agreeing box units / all."),
+            help="1 − M3 over the peer pairs they are in: agreeing box units / all. "
+                 + WHY["peer"]),
         "peer_units": st.column_config.NumberColumn("peer box units (n)", format="%d"),
         "gold_agreement": st.column_config.NumberColumn(
             "agreement with gold", format="percent",
-            help="1 − M3 on their annotations against the item's gold answer."),
+            help="1 − M3 on their annotations against the item's gold answer. "
+                 + WHY["gold"] + "."),
         "gold_units": st.column_config.NumberColumn("gold box units (n)", format="%d"),
         "gold_f1": st.column_config.NumberColumn(
             "box F1 vs gold", format="percent",
-            help="2 TP / (2 TP + FP + FN), TP = same-label matched boxes."),
+            help="2 TP / (2 TP + FP + FN), TP = same-label matched boxes. "
+                 + WHY["gold"] + "."),
         "gold_class_accuracy": st.column_config.NumberColumn(
             "class accuracy vs gold", format="percent",
-            help="Matched boxes with the gold label / matched boxes."),
+            help="Matched boxes with the gold label / matched boxes. " + WHY["gold"]
+                 + " or no box of theirs matched one."),
         "drafts": st.column_config.NumberColumn("model drafts (n)", format="%d"),
         "unchanged_share": st.column_config.NumberColumn(
-            "drafts accepted unchanged", format="percent"),
+            "drafts accepted unchanged", format="percent",
+            help="Model drafts they kept unchanged / their model drafts. " + WHY["drafts"]),
         "flag": st.column_config.TextColumn("flag"),
     })
-st.caption("Click a column header to sort; click a row to see that annotator's trends below. "
-           "None: no units to rate (e.g. no double-annotated or gold items).")
+st.caption(f"Click a column header to sort; click a row to see that annotator's trends below. "
+           f"A dash ({NO_VALUE}) is a rate with nothing to rate: no double-annotated items "
+           "with a peer, no gold answer, no model drafts (hover a column header for which).")
 
 # -- trends ------------------------------------------------------------------------------
 
@@ -220,10 +235,13 @@ vol.update_layout(height=260, font={"size": FONT}, margin={"l": 10, "r": 10, "t"
                   title={"text": f"Volume · {html.escape(person)}"})
 st.plotly_chart(vol, key=P + "volume")
 with st.expander("The weekly numbers as a table"):
+    week_help = {"schema_error_rate": WHY["week"], "violation_rate": WHY["week"],
+                 "peer_agreement": WHY["peer"], "gold_agreement": WHY["gold"]}
     st.dataframe(
         s.drop(columns=["schema_rate", "policy_rate", "visual_rate"]), hide_index=True,
-        column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
-                       for c in ("schema_error_rate", "violation_rate", "peer_agreement",
-                                 "gold_agreement")})
+        placeholder=NO_VALUE,
+        column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="percent",
+                                                        help=why)
+                       for c, why in week_help.items()})
 link = "Visual_agreement?" + urlencode({"week": week, "annotator": person})
 st.markdown(f"🔍 [Their pairs on the Visual agreement page]({link})")

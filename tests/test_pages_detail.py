@@ -317,6 +317,37 @@ def test_annotators_trend_charts_have_readable_week_ticks_and_legend(demo):
         assert layouts[title]["margin"]["b"] >= 100
 
 
+@pytest.mark.parametrize("page, params", [
+    ("pages/6_Annotators.py", {"week": "2026-W47"}),
+    ("pages/6_Annotators.py", {"week": "2026-W47", "annotator": "lead-01"}),
+    ("pages/4_Item_drilldown.py", {"week": "2026-W47", "item": "img-000050"}),
+    ("pages/5_Trends_and_guidelines.py", {"week": "2026-W47", "change": "v1"}),
+])
+def test_missing_values_show_a_dash_not_none(demo, page, params):
+    """A rate with nothing to rate is missing, and Streamlit prints a missing cell as
+    "None": each table sets a dash instead; views chosen to have missing cells."""
+    at = run_page(ROOT / page, **params)
+    no_exception(at)
+    with_missing = [d for d in at.dataframe if d.value.isna().to_numpy().any()]
+    assert with_missing
+    assert all(d.proto.placeholder == "–" for d in with_missing)
+
+
+def test_missing_values_say_why(demo):
+    at = app("annotators", week="2026-W47")
+    table = next(d for d in at.dataframe if "peer_agreement" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert "no box units with a peer" in config["peer_agreement"]["help"]
+    assert "no item of theirs has a gold answer" in config["gold_agreement"]["help"]
+    assert "A dash (–) is a rate with nothing to rate" in texts(at)
+    assert "None:" not in texts(at)
+    trends = run_page(ROOT / "pages/5_Trends_and_guidelines.py", change="v1")
+    alpha = next(d.value for d in trends.dataframe if "alpha before" in d.value.columns)
+    missing = alpha[alpha["alpha before"].isna()]
+    assert len(missing) and all(n.startswith("alpha before undefined: ")
+                                for n in missing["note"])
+
+
 def test_annotators_flags_rubber_stamping(demo):
     at = app("annotators", scope="all")
     no_exception(at)
