@@ -57,6 +57,11 @@ def mover_target(mv: dict) -> tuple[str, str, dict[str, str]]:
             {"pair": f"{f['annotator_a']}|{f['annotator_b']}"})
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
 def fmt_pp(delta: float | None) -> str | None:
     return None if delta is None else f"{delta * 100:+.1f} pp"
 
@@ -87,7 +92,7 @@ with top:
     g = ov["guideline"]
     in_force = (f"guideline **{ui.md_escape(g['version'])}** in force"
                 if g else "no guideline version in force")
-    st.markdown(f"### Week {week} · {ov['annotations']:,} annotations · {in_force}")
+    st.markdown(f"### Week {week} · {plural(ov['annotations'], 'annotation')} · {in_force}")
 with download:
     st.download_button(
         "⬇️ Download report (HTML)",
@@ -176,6 +181,7 @@ else:
     st.caption("No guideline version in force this week: add `[[guideline]]` entries to "
                "labelqa.toml to track guideline changes.")
 visual = ov["visual_sample"]
-st.caption(f"Visual agreement is measured on the stable sample: {visual['items']:,} items "
-           f"and {visual['pairs']:,} annotator pairs this week.")
+st.caption(f"Visual agreement is measured on the stable sample: "
+           f"{plural(visual['items'], 'item')} and {plural(visual['pairs'], 'annotator pair')} "
+           "this week.")
 page_link("pages/5_Trends_and_guidelines.py", "Trends and guideline changes", week)

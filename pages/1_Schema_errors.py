@@ -17,6 +17,11 @@ P = "schema_"  # page prefix of session keys
 ALL = "All"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
 
 
 
@@ -37,8 +42,8 @@ with head:
               help="Annotations with at least one contract error / annotations of roles "
                    "annotator, reviewer and gold submitted this week.")
     st.markdown(f"{ui.light(sw['status'])} · {ui.fmt_ci(sw['error_rate_ci'])}")
-    st.caption(f"{sw['with_errors']:,} of {sw['annotations']:,} annotations in {week} · amber ≥ "
-               f"{ui.fmt_rate(amber)} · red ≥ {ui.fmt_rate(red)}")
+    st.caption(f"{sw['with_errors']:,} of {plural(sw['annotations'], 'annotation')} in "
+               f"{week} · amber ≥ {ui.fmt_rate(amber)} · red ≥ {ui.fmt_rate(red)}")
     if sw["reason"]:
         st.caption(ui.md_escape(sw["reason"]))
     model = sw["model"]
@@ -126,7 +131,8 @@ if examples.empty:
             "back to All.")
     st.stop()
 examples.insert(0, "open", [ui.drill_url(i, week) for i in examples["item_id"]])
-st.caption(f"{found['total']:,} annotations match"
+st.caption(f"{plural(found['total'], 'annotation')} "
+           + ("matches" if found["total"] == 1 else "match")
            + (f"; the first {len(examples):,} are listed" if found["total"] > len(examples)
               else "")
            + ". Open an item to see its image, boxes and every annotator's fields.")

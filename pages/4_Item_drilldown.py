@@ -28,8 +28,18 @@ MAX_COLUMNS = 4
 
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
 def boxes(n: int) -> str:
-    return f"{n} box" if n == 1 else f"{n} boxes"
+    return plural(n, "box", "boxes")
+
+
+# What a role's annotations are called, singular and plural.
+ROLE_WORDS = {"annotator": ("annotator", "annotators"), "reviewer": ("reviewer", "reviewers"),
+              "gold": ("gold answer", "gold answers"), "model": ("model draft", "model drafts")}
 
 
 def who(a: dict) -> str:
@@ -68,7 +78,8 @@ item = st.session_state[P + "item"]
 ui.sync_param("item", item)
 
 index = ui.safe_call(inventory.item_index, week)
-with st.expander(f"Pick an item of {week} ({len(index):,} items, most disagreement first)",
+with st.expander(f"Pick an item of {week} ({plural(len(index), 'item')}, most disagreement "
+                 "first)",
                  expanded=not item):
     if index.empty:
         st.info(f"No annotations in {week}: pick another week in the sidebar.")
@@ -116,11 +127,11 @@ pairs = ui.safe_call(visual.item_pairs, item)
 st.subheader(f"Item {ui.md_escape(item)}")
 roles = pd.Series([a["role"] for a in anns]).value_counts()
 st.caption(
-    f"{len(anns)} current annotations ("
-    + ", ".join(f"{n} {ui.md_escape(r)}" for r, n in roles.items()) + ") · "
-    + ("in the stable sample" if data["in_sample"] else "not in the stable sample")
-    + f" · {sum(not p['reference'] for p in pairs)} peer pairs, "
-      f"{sum(p['reference'] for p in pairs)} pairs against gold (all weeks)")
+    f"{plural(len(anns), 'current annotation')} ("
+    + ", ".join(plural(n, *ROLE_WORDS.get(r, (ui.md_escape(r),))) for r, n in roles.items())
+    + ") · " + ("in the stable sample" if data["in_sample"] else "not in the stable sample")
+    + f" · {plural(sum(not p['reference'] for p in pairs), 'peer pair')}, "
+      f"{plural(sum(p['reference'] for p in pairs), 'pair')} against gold (all weeks)")
 
 # -- the image ---------------------------------------------------------------------------
 

@@ -98,8 +98,8 @@ st.caption("Shaded band: 95% CI (Wilson for schema and policy, item bootstrap fo
            "3·√(p̄(1 − p̄)/n). ▲/▼ a swing outside them. Purple lines: guideline versions. "
            "The selected week is shaded.")
 if len(trend) < 2:
-    st.info(f"Only {len(trend)} week with data up to {week}: trends need at least two "
-            "weeks. Ingest more weeks of exports, or pick a later week.")
+    st.info(f"Only {plural(len(trend), 'week')} with data up to {week}: trends need at least "
+            "two weeks. Ingest more weeks of exports, or pick a later week.")
 for prefix, key, title in METRICS:
     amber, red = config.threshold(key)
     st.plotly_chart(

@@ -31,6 +31,11 @@ WHY = {
 }
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
 def week_axis(fig: go.Figure, weeks: list[str]) -> None:
     """Short, unrotated week ticks ("W36"; the year under the first and at a new year),
     at most MAX_TICKS of them with the latest always labelled, and the legend under the
@@ -72,7 +77,7 @@ all_weeks = st.sidebar.toggle("All weeks together", key=P + "all",
                               help="The table over every week instead of the picked one.")
 ui.sync_param("scope", "all" if all_weeks else "")
 scope = None if all_weeks else week
-scope_text = f"all {len(weeks)} weeks" if all_weeks else week
+scope_text = f"all {plural(len(weeks), 'week')}" if all_weeks else week
 
 table = ui.safe_call(weekly.annotator_table, scope)
 pre = ui.safe_call(weekly.prefill_summary, scope)
@@ -88,11 +93,11 @@ c1.metric("Annotators (people)", f"{len(table):,}")
 c2.metric("Annotations (n)", f"{int(table['annotations'].sum()):,}")
 c3.metric("Pre-fills reviewed", ui.fmt_rate(pre["reviewed_share"]),
           help="Among pre-filled annotations, the share marked reviewed.")
-c3.caption(f"{pre['reviewed']:,} of {pre['prefilled']:,} pre-filled annotations · "
+c3.caption(f"{pre['reviewed']:,} of {plural(pre['prefilled'], 'pre-filled annotation')} · "
            f"{ui.fmt_ci(pre['reviewed_share_ci'])}")
 c4.metric("Drafts accepted unchanged", ui.fmt_rate(pre["unchanged_share"]),
           help="Among pre-fills with a model draft: boxes and fields equal to the draft's.")
-c4.caption(f"{pre['unchanged']:,} of {pre['drafts']:,} drafts · "
+c4.caption(f"{pre['unchanged']:,} of {plural(pre['drafts'], 'draft')} · "
            f"{ui.fmt_ci(pre['unchanged_share_ci'])}")
 for r in pre["by_reviewer"]:
     if r["rubber_stamping"]:

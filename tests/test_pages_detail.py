@@ -224,6 +224,24 @@ def test_drilldown_selects_the_item_from_the_url(demo):
     assert at.query_params["item"] == "img-000050"
 
 
+@pytest.mark.parametrize("item, counts", [
+    ("img-002758", "1 current annotation (1 annotator) · "),
+    ("img-002922", "3 current annotations (3 annotators) · "),
+    ("img-000050", "4 current annotations (3 annotators, 1 gold answer) · "),
+])
+def test_drilldown_counts_read_as_english(demo, item, counts):
+    """Singular and plural by the count ("1 current annotations (3 annotator)" before)."""
+    at = app("drilldown", item=item, week="2026-W47")
+    no_exception(at)
+    caption = next(c.value for c in at.caption if "current annotation" in c.value)
+    assert caption.startswith(counts)
+    pairs = query(demo, visual.item_pairs, item)
+    peers = sum(not p["reference"] for p in pairs)
+    gold = len(pairs) - peers
+    assert (f"{peers} peer pair{'' if peers == 1 else 's'}, "
+            f"{gold} pair{'' if gold == 1 else 's'} against gold") in caption
+
+
 def test_drilldown_unknown_item(demo):
     at = app("drilldown", item="img-0000<b>x</b>")
     no_exception(at)

@@ -210,6 +210,17 @@ def test_overview_hostile_week_in_the_url_falls_back(demo):
 # -- schema errors -----------------------------------------------------------------------
 
 
+def test_schema_page_says_one_annotation_matches(demo):
+    """One match reads "1 annotation matches", not "1 annotations match"."""
+    sw = query(demo, weekly.schema_week, "2026-W47")
+    assert sw["with_errors"] == 1
+    at = app("schema", week="2026-W47")
+    no_exception(at)
+    shown = texts(at)
+    assert "1 annotation matches." in shown and "annotations match" not in shown
+    assert f"1 of {sw['annotations']:,} annotations in 2026-W47" in shown
+
+
 def test_schema_page_numbers_and_examples(demo):
     at = app("schema", week="2026-W36")
     no_exception(at)
