@@ -32,13 +32,14 @@ from metrics.config import ProjectConfig, load_config
 from metrics.overview import policy_examples, schema_examples, week_overview
 from metrics.weekly import (
     REPORT_WEEKS,
+    current_week,
+    default_week,
     guideline_log,
-    latest_week,
     parse_week,
     series,
-    week_of,
     week_start,
 )
+from metrics.weekly import weeks as weeks_with_data
 
 __all__ = [
     "SEVERITY_COLOR",
@@ -423,7 +424,7 @@ def _figure_html(fig: go.Figure) -> str:
 
 def render_html(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
                 week: str | None = None) -> str:
-    """The weekly report of ``week`` (default: the latest with data) as one
+    """The weekly report of ``week`` (default: the latest with data up to this week) as one
     self-contained HTML document: the overview cards, small-sample warnings, the
     guideline in force, the top movers, the breakdown (visual agreement by kind, contract
     errors by path, policy rules), a few example annotations and the trends of the last
@@ -431,7 +432,7 @@ def render_html(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     guideline markers), with plotly.js inline. The numbers are
     :func:`metrics.report.build_report`'s."""
     if week is None:
-        week = latest_week(con) or week_of(dt.datetime.now(config.tz).date())
+        week = default_week(weeks_with_data(con), current_week(config)) or current_week(config)
     week = parse_week(week)
     ov = week_overview(con, config, week)
     report = ov["report"]

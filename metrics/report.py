@@ -8,7 +8,6 @@ up out of its p-chart (the last 12 weeks with data), so a weekly cron job can al
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from collections.abc import Mapping
 from typing import TextIO
@@ -21,12 +20,13 @@ from metrics.config import ProjectConfig, load_config
 from metrics.status import LEVELS, at_least
 from metrics.visual import visual_week
 from metrics.weekly import (
-    latest_week,
+    current_week,
+    default_week,
     parse_week,
     policy_week,
     report_swings,
     schema_week,
-    week_of,
+    weeks,
 )
 from metrics.workspace import ensure_derived
 
@@ -56,7 +56,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     """
     if week is None:
         # An empty database still gets a (zero) report: the current week.
-        week = latest_week(con) or week_of(dt.datetime.now(config.tz).date())
+        week = default_week(weeks(con), current_week(config)) or current_week(config)
     week = parse_week(week)
     schema = schema_week(con, config, week)
     policy = policy_week(con, config, week)
@@ -166,6 +166,8 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     ensure_derived(config)
     with store.open_db(config.database, read_only=True) as con:
         report = build_report(con, config, week)
+        if week is None:
+            _say_weeks_ahead(con, config, report["week"])
         swings = {}
         if args.fail_on or not args.json:
             swings = report_swings(con, config, report["week"])
@@ -192,6 +194,17 @@ def cmd_report(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
                 print(f"labelqa report: fail-on {args.fail_on}: {reason}", file=sys.stderr)
             return 1
     return 0
+
+
+def _say_weeks_ahead(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
+                     shown: str) -> None:
+    """Warn (stderr) when data is dated after the week the report defaulted to."""
+    ahead = [w for w in weeks(con) if w > shown]
+    if ahead:
+        print(f"labelqa report: note: {len(ahead)} week(s) with data are dated after "
+              f"{shown}, the latest week up to this one ({current_week(config)}): "
+              f"{', '.join(ahead[:3])}{' ...' if len(ahead) > 3 else ''}. A typo in "
+              "submitted_at? --week shows them.", file=sys.stderr)
 
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:

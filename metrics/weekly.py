@@ -46,6 +46,8 @@ __all__ = [
     "RUBBER_STAMP_SHARE",
     "annotator_table",
     "before_after",
+    "current_week",
+    "default_week",
     "guideline_log",
     "latest_week",
     "parse_week",
@@ -384,6 +386,20 @@ def latest_week(con: duckdb.DuckDBPyConnection) -> str | None:
     """The latest week with data, or None when there is none."""
     found = weeks(con)
     return found[-1] if found else None
+
+
+def default_week(found: list[str], this_week: str) -> str | None:
+    """The week a report or page opens on: the latest of ``found`` (weeks with data,
+    ascending) that is not after ``this_week``, so one annotation dated years ahead by
+    a typo does not take the weekly review with it; the latest of all when every week
+    is ahead (data dated in the future throughout). None when ``found`` is empty."""
+    past = [w for w in found if w <= this_week]
+    return past[-1] if past else (found[-1] if found else None)
+
+
+def current_week(config: ProjectConfig) -> str:
+    """This ISO week in the project's time zone."""
+    return week_of(dt.datetime.now(config.tz).date())
 
 
 # -- helpers -----------------------------------------------------------------------------

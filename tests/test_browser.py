@@ -266,3 +266,19 @@ def test_a_pair_cell_lists_that_pairs_items_under_its_category(browser, server,
         assert any(t.startswith(f"{len(items)} item") and f"{a} × {b}" in t for t in text)
     finally:
         page.close()
+
+
+def test_a_week_opened_from_the_url_follows_a_link(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{server}/?week=2026-W43")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_role("link", name="Schema errors").click()
+        page.wait_for_function("() => location.pathname.endsWith('/Schema_errors')",
+                               timeout=30_000)
+        page.wait_for_timeout(1500)
+        _assert_no_exception(page, "schema via the sidebar from a URL week")
+        assert "week=2026-W43" in page.url
+        assert page.get_by_role("combobox", name="ISO week").input_value() == "2026-W43"
+    finally:
+        page.close()

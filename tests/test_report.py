@@ -14,6 +14,7 @@ from test_weekly import broken, clean, pair_items, week_w02
 
 from metrics.cli import main
 from metrics.report import build_report, fail_on
+from metrics.weekly import default_week
 
 # DESIGN "Interfaces", plus the reason beside each nullable rate (DESIGN "Which
 # annotations count": a rate over zero units is null with a reason; visual.py's
@@ -109,6 +110,29 @@ def test_default_week_is_the_latest_with_data(project, capsys):
     code, rep, _ = report(project, capsys, "--json")
     assert code == 0 and rep["week"] == "2026-W03"
     assert rep["annotations"] == 1 and rep["schema"]["error_rate"] == 1.0
+
+
+def test_a_week_dated_ahead_does_not_take_the_default(project, capsys):
+    # One annotation dated decades ahead by a typo: the report stays on the latest week
+    # up to this one, and says what lies ahead.
+    project.ingest(project.write("e.jsonl", [
+        record(item="a", when="2026-01-06T10:00:00Z"),
+        record(item="b", when="2062-11-20T10:00:00Z"),
+    ]))
+    code, rep, err = report(project, capsys, "--json")
+    assert code == 0 and rep["week"] == "2026-W02" and rep["annotations"] == 1
+    assert "1 week(s) with data are dated after 2026-W02" in err and "2062-W47" in err
+    code, rep, err = report(project, capsys, "--json", "--week", "2062-W47")
+    assert rep["annotations"] == 1 and err == ""
+
+
+def test_default_week_rule():
+    found = ["2026-W01", "2026-W05", "2062-W47"]
+    assert default_week(found, "2026-W48") == "2026-W05"
+    assert default_week(found, "2026-W05") == "2026-W05"
+    assert default_week(found, "2026-W04") == "2026-W01"
+    assert default_week(found, "2025-W52") == "2062-W47"   # all ahead: the latest
+    assert default_week([], "2026-W48") is None
 
 
 def test_week_without_data_gives_zero_counts_and_null_rates(project, capsys):

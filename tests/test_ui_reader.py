@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import record
@@ -105,3 +106,20 @@ def test_a_ci_of_one_value_says_it_is_degenerate():
     assert ui.fmt_ci(None) == "CI –"
     flat = ui.fmt_ci([0.0, 0.0])
     assert flat.startswith("95% CI 0.0–0.0% (") and "every resample" in flat
+
+
+def test_pages_open_on_the_latest_week_up_to_this_one(project, monkeypatch):
+    from conftest import no_exception, run_page
+
+    project.ingest(project.write("w.jsonl", [
+        record(item="a", when="2026-01-06T10:00:00Z"),
+        record(item="b", when="2062-11-20T10:00:00Z"),   # a typo decades ahead
+    ]))
+    monkeypatch.setenv("LABELQA_PROJECT", str(project.root))
+    root = Path(__file__).resolve().parents[1]
+    at = run_page(root / "app.py")
+    no_exception(at)
+    picker = at.selectbox(key="week_picker")
+    assert picker.value == "2026-W02" and "2062-W47" in picker.options
+    assert run_page(root / "app.py", week="2062-W47").selectbox(
+        key="week_picker").value == "2062-W47"
