@@ -17,6 +17,7 @@ from streamlit.errors import StreamlitAPIException
 from metrics import html_report, overview
 from metrics.html_report import MOVER_KINDS, sparkline_figure
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "overview_"  # page prefix of session keys
 ROOT = Path(__file__).resolve().parent
@@ -25,7 +26,6 @@ METRIC_PAGES = {
     "policy": ("pages/2_Text_policy.py", "Text policy"),
     "visual": ("pages/3_Visual_agreement.py", "Visual agreement"),
 }
-
 
 
 def page_link(path: str, label: str, week: str, params: dict[str, str] | None = None
@@ -55,11 +55,6 @@ def mover_target(mv: dict) -> tuple[str, str, dict[str, str]]:
                 {"label": f["label"]} if f["label"] is not None else {})
     return (METRIC_PAGES["visual"][0], "This pair's disagreements",
             {"pair": f"{f['annotator_a']}|{f['annotator_b']}"})
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
-    return f"{n:,} " + (word if n == 1 else words or word + "s")
 
 
 def fmt_pp(delta: float | None) -> str | None:

@@ -12,17 +12,10 @@ import streamlit as st
 from metrics import overview, weekly
 from metrics.html_report import bar_figure, trend_figure
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "schema_"  # page prefix of session keys
 ALL = "All"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
-    return f"{n:,} " + (word if n == 1 else words or word + "s")
-
-
-
 
 
 config, weeks, week = ui.open_weekly_page(

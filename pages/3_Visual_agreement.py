@@ -17,6 +17,7 @@ import streamlit as st
 
 from metrics import inventory, visual
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "va_"  # page prefix of session keys
 FONT = 16
@@ -31,8 +32,6 @@ LABEL_KINDS = {"presence", "class", "low_overlap", "mentions"}
 
 
 # -- plumbing ----------------------------------------------------------------------------
-
-
 
 
 def style(fig: go.Figure, *, height: int = 420, title: str | None = None) -> go.Figure:
@@ -60,11 +59,6 @@ def alpha_ci_text(d: dict) -> str:
     if not ci or ci[0] is None:
         return "–"
     return f"{ci[0]:.2f} – {ci[1]:.2f}"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
 
 
 # -- page --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import streamlit as st
 
 from metrics import images, inventory, visual
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "dd_"
 FONT = 16
@@ -24,13 +25,6 @@ COLORS = [("blue", "#1c83e1"), ("orange", "#ff8700"), ("green", "#21c354"),
           ("violet", "#803df5"), ("gray", "#808495"), ("red", "#ff2b2b"),
           ("yellow", "#e8b000")]
 MAX_COLUMNS = 4
-
-
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
-    return f"{n:,} " + (word if n == 1 else words or word + "s")
 
 
 def boxes(n: int) -> str:

@@ -14,6 +14,7 @@ import streamlit as st
 from metrics import overview, weekly
 from metrics.html_report import trend_figure
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "trends_"  # page prefix of session keys
 PREVIEW_ROWS = 200  # stale rows shown on the page; the CSV has them all
@@ -30,12 +31,6 @@ RELABEL_ADVICE = {
     "filter": "filter: drop or fix the older labels that break the new rule",
     "relabel": "relabel: send the older items back for labeling",
 }
-
-
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def week_span(weeks: list[str]) -> str:

@@ -16,6 +16,7 @@ import streamlit as st
 
 from metrics import inventory, weekly
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "an_"
 FONT = 16
@@ -29,11 +30,6 @@ WHY = {
     "drafts": f"{NO_VALUE} when they had no model draft to accept.",
     "week": f"{NO_VALUE} in a week without annotations of theirs.",
 }
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
-    return f"{n:,} " + (word if n == 1 else words or word + "s")
 
 
 def week_axis(fig: go.Figure, weeks: list[str]) -> None:

@@ -22,16 +22,11 @@ from metrics.importers import ImportOptions
 from metrics.ingest import FileUnusable, check_files
 from metrics.workspace import ingest
 from pages.common import ui
+from pages.common.ui import plural
 
 P = "data_"
 ACTIONS = {"check": "Check only (dry run: nothing is written)",
            "ingest": "Ingest into the project database"}
-
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
 
 
 config = ui.page_header(

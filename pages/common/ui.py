@@ -285,6 +285,11 @@ def sync_param(name: str, value: Any) -> None:
         st.query_params[name] = str(value)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 annotation", "3 annotations" (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else words or word + "s")
+
+
 def fmt_rate(rate: float | None, digits: int = 1) -> str:
     return "–" if rate is None else f"{rate * 100:.{digits}f}%"
 
