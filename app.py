@@ -15,7 +15,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from metrics import html_report, overview
-from metrics.html_report import MOVER_KINDS, sparkline_figure
+from metrics.html_report import MOVER_KINDS, fmt_mover, fmt_mover_delta, sparkline_figure
 from pages.common import ui
 from pages.common.ui import plural
 
@@ -67,14 +67,6 @@ MOVER_UNITS = {"path": "share of the week's annotations with a contract error at
                "rule": "annotations violating this rule per 1,000 of the week's annotations",
                "label": "share of this label's box units in disagreement",
                "pair": "share of this pair's box units in disagreement"}
-
-
-def fmt_mover(kind: str, rate: float) -> str:
-    return f"{rate * 1000:.1f} per 1,000" if kind == "rule" else ui.fmt_rate(rate)
-
-
-def fmt_mover_delta(kind: str, delta: float) -> str:
-    return f"{delta * 1000:+.1f} per 1,000" if kind == "rule" else fmt_pp(delta)
 
 
 config, weeks, week = ui.open_weekly_page(

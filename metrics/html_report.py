@@ -45,6 +45,8 @@ __all__ = [
     "SEVERITY_COLOR",
     "STATUS_COLOR",
     "bar_figure",
+    "fmt_mover",
+    "fmt_mover_delta",
     "render_html",
     "report_bytes",
     "sparkline_figure",
@@ -316,6 +318,21 @@ def _pp(delta: float | None) -> str:
     return "–" if delta is None else f"{delta * 100:+.1f} pp"
 
 
+def fmt_mover(kind: str, rate: float | None) -> str:
+    """A mover's rate in its unit: a rule per 1,000 annotations (as the Text policy page
+    counts it), any other kind in %."""
+    if kind == "rule" and rate is not None:
+        return f"{rate * 1000:.1f} per 1,000"
+    return _pct(rate)
+
+
+def fmt_mover_delta(kind: str, delta: float | None) -> str:
+    """A mover's change in its unit: per 1,000 for a rule, percentage points otherwise."""
+    if kind == "rule" and delta is not None:
+        return f"{delta * 1000:+.1f} per 1,000"
+    return _pp(delta)
+
+
 def _num(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -464,8 +481,10 @@ def render_html(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     if ov["movers"]:
         parts.append(_table(
             ["what", "which", ov["previous_week"], week, "change", "units (this week)"],
-            [[MOVER_KINDS.get(m["kind"], m["kind"]), m["key"], _pct(m["previous"]),
-              _pct(m["rate"]), _pp(m["delta"]), f"{m['units']:,}"] for m in ov["movers"]],
+            [[MOVER_KINDS.get(m["kind"], m["kind"]), m["key"],
+              fmt_mover(m["kind"], m["previous"]), fmt_mover(m["kind"], m["rate"]),
+              fmt_mover_delta(m["kind"], m["delta"]), f"{m['units']:,}"]
+             for m in ov["movers"]],
             numeric=(2, 3, 4, 5)))
     else:
         parts.append("<p>No per-path, per-rule, per-label or per-pair rate has at least 20 "

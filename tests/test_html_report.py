@@ -14,7 +14,7 @@ from metrics.cli import main
 from metrics.config import load_config
 from metrics.html_report import render_html
 from metrics.report import build_report
-from metrics.weekly import latest_week
+from metrics.weekly import latest_week, top_movers
 
 # Anything that would make the browser fetch: a src/href/url() to a network address.
 NETWORK_REF = re.compile(
@@ -53,6 +53,15 @@ def test_self_contained_with_the_weeks_numbers(demo_project):
         assert (f"<td class=\"\">{rule['rule']}</td>"
                 f"<td class=\"\">{rule['severity']}</td>") in page
     assert "Top movers against" in page and "Guideline log" in page
+    # Movers read in the overview's units: a rule per 1,000 annotations, others in %.
+    with store.open_db(load_config(demo_project).database, read_only=True) as con:
+        movers = top_movers(con, load_config(demo_project), rep["week"])
+    assert any(m["kind"] == "rule" for m in movers)
+    for m in movers:
+        per = m["kind"] == "rule"
+        shown = f"{m['rate'] * 1000:.1f} per 1,000" if per else pct(m["rate"])
+        change = f"{m['delta'] * 1000:+.1f} per 1,000" if per else f"{m['delta'] * 100:+.1f} pp"
+        assert f'<td class="num">{shown}</td><td class="num">{change}</td>' in page
 
 
 def test_cli_writes_the_file_for_the_week(demo_project, tmp_path, capsys):
