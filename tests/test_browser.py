@@ -190,6 +190,17 @@ def test_hostile_text_runs_no_script(browser, hostile_server, name):
         page.close()
 
 
+def _sidebar_to_schema_keeps(page, week: str) -> None:
+    """Follow the sidebar link to Schema errors: the page opens on ``week``."""
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Schema errors").click()
+    page.wait_for_function("() => location.pathname.endsWith('/Schema_errors')",
+                           timeout=30_000)
+    page.wait_for_timeout(1500)
+    _assert_no_exception(page, f"schema via the sidebar ({week})")
+    assert f"week={week}" in page.url
+    assert page.get_by_role("combobox", name="ISO week").input_value() == week
+
+
 def test_sidebar_links_keep_the_week(browser, server):
     """The page list in the sidebar names every page (no "app") and a click keeps the
     week picked on the page before."""
@@ -208,13 +219,7 @@ def test_sidebar_links_keep_the_week(browser, server):
         page.wait_for_function("() => location.search.includes('week=2026-W37')",
                                timeout=30_000)
         page.wait_for_timeout(1500)
-        sidebar.get_by_role("link", name="Schema errors").click()
-        page.wait_for_function("() => location.pathname.endsWith('/Schema_errors')",
-                               timeout=30_000)
-        page.wait_for_timeout(1500)
-        _assert_no_exception(page, "schema via the sidebar")
-        assert "week=2026-W37" in page.url
-        assert page.get_by_role("combobox", name="ISO week").input_value() == "2026-W37"
+        _sidebar_to_schema_keeps(page, "2026-W37")
     finally:
         page.close()
 
@@ -272,13 +277,6 @@ def test_a_week_opened_from_the_url_follows_a_link(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
         _open(page, f"{server}/?week=2026-W43")
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        sidebar.get_by_role("link", name="Schema errors").click()
-        page.wait_for_function("() => location.pathname.endsWith('/Schema_errors')",
-                               timeout=30_000)
-        page.wait_for_timeout(1500)
-        _assert_no_exception(page, "schema via the sidebar from a URL week")
-        assert "week=2026-W43" in page.url
-        assert page.get_by_role("combobox", name="ISO week").input_value() == "2026-W43"
+        _sidebar_to_schema_keeps(page, "2026-W43")
     finally:
         page.close()
