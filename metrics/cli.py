@@ -66,7 +66,7 @@ def print_summary(summary: IngestSummary, *, verb: str, out=None,
             for (pointer, keyword), n in f.errors_by.most_common(15):
                 out.write(f"    {n:>7,}  {pointer or '/'}  {keyword}\n")
             shown = f.error_examples[:examples]
-            out.write("  first examples:\n" if len(shown) < f.keep else "  errors:\n")
+            out.write("  errors by line:\n")
             for line, pointer, keyword, message in shown:
                 out.write(f"    line {line}: {pointer or '/'} [{keyword}] {message}\n")
             _more(out, sum(f.errors_by.values()) - len(shown), "contract errors")

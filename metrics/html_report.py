@@ -32,14 +32,12 @@ from metrics.config import ProjectConfig, load_config
 from metrics.overview import policy_examples, schema_examples, week_overview
 from metrics.weekly import (
     REPORT_WEEKS,
-    current_week,
-    default_week,
     guideline_log,
+    opening_week,
     parse_week,
     series,
     week_start,
 )
-from metrics.weekly import weeks as weeks_with_data
 
 __all__ = [
     "SEVERITY_COLOR",
@@ -449,7 +447,7 @@ def render_html(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     guideline markers), with plotly.js inline. The numbers are
     :func:`metrics.report.build_report`'s."""
     if week is None:
-        week = default_week(weeks_with_data(con), current_week(config)) or current_week(config)
+        week = opening_week(con, config)
     week = parse_week(week)
     ov = week_overview(con, config, week)
     report = ov["report"]

@@ -412,7 +412,7 @@ class Checker:
             content = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
             dumps = orjson.dumps
         except orjson.JSONEncodeError:  # nested past orjson's 254 levels (DESIGN allows 256)
-            content = _deep_dumps(obj, option=orjson.OPT_SORT_KEYS)
+            content = _std_dumps(obj, sort_keys=True)
             dumps = _deep_dumps
         chash = hashlib.blake2b(content, digest_size=16).hexdigest()
         ann_id = obj.get("annotation_id")
@@ -776,9 +776,13 @@ def _deep_dumps(obj: Any, option: int = 0) -> bytes:
     try:
         return orjson.dumps(obj, option=option)
     except orjson.JSONEncodeError:
-        return json.dumps(obj, sort_keys=bool(option & orjson.OPT_SORT_KEYS),
-                          ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":")).encode()
+        return _std_dumps(obj, sort_keys=bool(option & orjson.OPT_SORT_KEYS))
+
+
+def _std_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact JSON by the standard library, which has no nesting limit of its own."""
+    return json.dumps(obj, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode()
 
 
 # -- the pipeline -----------------------------------------------------------------------

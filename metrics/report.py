@@ -21,7 +21,7 @@ from metrics.status import LEVELS, at_least
 from metrics.visual import visual_week
 from metrics.weekly import (
     current_week,
-    default_week,
+    opening_week,
     parse_week,
     policy_week,
     report_swings,
@@ -56,7 +56,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: ProjectConfig,
     """
     if week is None:
         # An empty database still gets a (zero) report: the current week.
-        week = default_week(weeks(con), current_week(config)) or current_week(config)
+        week = opening_week(con, config)
     week = parse_week(week)
     schema = schema_week(con, config, week)
     policy = policy_week(con, config, week)

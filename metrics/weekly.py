@@ -50,6 +50,7 @@ __all__ = [
     "default_week",
     "guideline_log",
     "latest_week",
+    "opening_week",
     "parse_week",
     "policy_week",
     "prefill_summary",
@@ -400,6 +401,13 @@ def default_week(found: list[str], this_week: str) -> str | None:
 def current_week(config: ProjectConfig) -> str:
     """This ISO week in the project's time zone."""
     return week_of(dt.datetime.now(config.tz).date())
+
+
+def opening_week(con: duckdb.DuckDBPyConnection, config: ProjectConfig) -> str:
+    """The week a report without ``--week`` shows: :func:`default_week` of the weeks
+    with data, or this week when there is none (a zero report)."""
+    this_week = current_week(config)
+    return default_week(weeks(con), this_week) or this_week
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -254,18 +254,14 @@ def query_default(name: str, options: list, fallback: Any) -> Any:
     return value if value in options else fallback
 
 
-def week_picker(weeks: list[str], *, label: str = "ISO week", this_week: str | None = None,
-                ) -> str:
-    """Sidebar week picker; the week lives in the URL (`?week=2026-W47`). Without one
-    it opens on the latest week with data up to `this_week` (`weekly.default_week`)."""
-    from metrics.weekly import default_week
-
+def week_picker(weeks: list[str], start: str, *, label: str = "ISO week") -> str:
+    """Sidebar week picker; the week lives in the URL (`?week=2026-W47`), and without
+    one it opens on `start`."""
     key = "week_picker"
     options = list(reversed(weeks))
     current = st.session_state.get(key)
     if current not in options:
-        current = query_default("week", options,
-                                default_week(weeks, this_week) if this_week else options[0])
+        current = query_default("week", options, start)
     # Assigned on every run: after a switch of page Streamlit gives a new page's widget
     # its remembered value only when the script sets it again, and a week opened from
     # the URL would otherwise fall back to the default on the next page.
@@ -443,8 +439,8 @@ def open_weekly_page(title: str, caption: str, *, week_label: str = "ISO week",
         _nav(slot, None, rule=False)
         empty_project(config)
         st.stop()
-    from metrics.weekly import current_week
+    from metrics.weekly import current_week, default_week
 
-    week = week_picker(weeks, label=week_label, this_week=current_week(config))
+    week = week_picker(weeks, default_week(weeks, current_week(config)), label=week_label)
     _nav(slot, week)
     return config, weeks, week
